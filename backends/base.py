@@ -1,0 +1,132 @@
+"""The adapter contract: the one interface every backend implements. NumPy in, NumPy out.
+
+An adapter realizes a `models.spec.ModelSpec` in its framework's own idiom. The harness
+(bench/harness.py) owns the data, its order, the epochs and the clocks; the adapter owns only the
+network, its optimizer and the conversion between the canonical layout and its own.
+
+Lifecycle, all inside one worker process:
+    adapter = AdapterClass(spec, config)   # cheap; no framework work yet
+    adapter.build()                        # import the framework, create the native model + optimizer
+    adapter.set_weights(params)            # canonical dict name -> ndarray (see models/spec.py)
+    loss = adapter.train_step(x, y)        # ONE optimizer step; returning a Python float forces
+                                           # the device to finish (that is the timing sync point)
+    logits = adapter.predict(x)            # eval mode (dropout off, batchnorm running stats), no update
+    params = adapter.get_weights()         # canonical layout, including batchnorm running stats
+    adapter.environment()                  # framework name/version, device, threads, layout, flags
+
+    x: float array (N, C, H, W), canonical NCHW, values in [0, 1], of `config.dtype`
+    y: int64 array (N,), class indices
+    The loss is the mean softmax cross-entropy over the batch; the learning rate applies to that
+    mean (per-minibatch meaning). Optimizer formulas are fixed in docs/results-schema.md#optimizers
+    and implemented by the NumPy reference (backends/numpy_ref.py).
+
+A configuration the adapter cannot run raises `Unsupported(reason)` (reported as status
+`unsupported`); a framework or device that is missing raises `Unavailable(reason)` (status
+`unavailable`). Anything else is a failure.
+
+This module runs on every backend's interpreter, CPython 3.6 (CNTK) included: keep it 3.6-compatible.
+"""
+import time
+from typing import NamedTuple
+
+
+class Unavailable(RuntimeError):
+    """The framework, its environment or the requested device is not there."""
+
+
+class Unsupported(NotImplementedError):
+    """This adapter does not implement this model or configuration."""
+
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "float64")
+
+
+def _perf_counter_ns_py36():
+    return int(time.perf_counter() * 1e9)
+
+
+#: the one step clock; time.perf_counter_ns is 3.7+, CNTK's interpreter may be 3.6
+clock_ns = getattr(time, "perf_counter_ns", _perf_counter_ns_py36)
+
+
+class TrainConfig(NamedTuple):
+    """Everything that defines a training run, identical for every backend of one run."""
+    optimizer: str = "momentum"
+    lr: float = 0.05
+    momentum: float = 0.9      # sgd-with-momentum (heavy ball, PyTorch/Keras form)
+    beta1: float = 0.9         # adam
+    beta2: float = 0.999       # adam
+    rho: float = 0.9           # rmsprop decay
+    eps: float = 1e-7          # adam and rmsprop
+    batch_size: int = 128
+    epochs: int = 1
+    seed: int = 0
+    threads: int = 0           # 0: all cores of the machine
+    device: str = "cpu"
+    dtype: str = "float32"
+    dropout: bool = True       # conformance turns it off: masks cannot be shared across frameworks
+    limit_train: int = 0       # 0: the full training set
+    limit_test: int = 0        # 0: the full test set
+    warmup_steps: int = 5      # excluded from step statistics, kept in the record
+    eval_batch_size: int = 1000
+    mode: str = "step"         # "step": harness-timed train_step loop; "epoch": adapter's train_epoch
+
+    def to_dict(self):
+        return dict(self._asdict())
+
+    @classmethod
+    def from_dict(cls, data):
+        known = set(cls._fields)
+        return cls(**dict((k, v) for k, v in data.items() if k in known))
+
+
+class Adapter(object):
+    """Base class: subclasses set `name` and `framework`, implement the abstract methods."""
+
+    name = "abstract"
+    framework = "none"
+    #: models/configs this adapter cannot do can be refused in build() with Unsupported(...)
+
+    def __init__(self, spec, config):
+        self.spec = spec
+        self.config = config
+
+    # -- to implement -------------------------------------------------------------------------
+    def build(self):
+        raise NotImplementedError
+
+    def set_weights(self, params):
+        raise NotImplementedError
+
+    def get_weights(self):
+        raise NotImplementedError
+
+    def train_step(self, x, y):
+        raise NotImplementedError
+
+    def predict(self, x):
+        raise NotImplementedError
+
+    def environment(self):
+        return {"framework": self.framework}
+
+    # -- optional ------------------------------------------------------------------------------
+    def train_epoch(self, batches, on_step):
+        """Train over an iterable of (x, y); call on_step(step_ns, loss) once per step.
+
+        The default times each train_step with clock_ns (perf_counter_ns). Adapters whose idiom trains a
+        whole epoch in one call (Keras fit, Estimator) override this and time steps from callbacks.
+        """
+        for x, y in batches:
+            t0 = clock_ns()
+            loss = self.train_step(x, y)
+            on_step(clock_ns() - t0, loss)
+
+    def device_peak_bytes(self):
+        """Peak device memory in bytes where the framework reports it, else None."""
+        return None
+
+    def close(self):
+        pass

@@ -1,0 +1,59 @@
+"""The explicit table of backends: name -> adapter class, what it requires, where it runs.
+
+Adding a backend = one module in backends/ + one entry here. Nothing is imported here: the parent
+checks availability with importlib.util.find_spec (its own interpreter) or by the presence of the
+backend's environment (bench/envs.py); the worker imports the adapter lazily.
+
+`env` names where the worker runs: "base" is the interpreter running convbench itself; any other
+name is a tox environment in tox.ini, built on first use.
+
+3.6-compatible: the CNTK worker imports this module.
+"""
+import importlib
+from typing import NamedTuple, Tuple
+
+
+class Backend(NamedTuple):
+    name: str
+    target: str                 # "module:Class"
+    framework: str              # what the report calls it
+    requires: Tuple[str, ...]   # top-level import names the worker needs
+    env: str                    # "base" or a tox env name
+    install_hint: str           # the fix to print when it is missing
+    description: str = ""
+    worker_env: Tuple[Tuple[str, str], ...] = ()  # extra environment variables for its worker
+
+
+BACKENDS = {
+    "numpy": Backend(
+        name="numpy", target="backends.numpy_ref:NumpyReference", framework="NumPy (reference)",
+        requires=("numpy",), env="base", install_hint="pip install numpy",
+        description="from-scratch forward, backward and optimizers in NumPy: the oracle"),
+    "torch": Backend(
+        name="torch", target="backends.torch_backend:TorchAdapter", framework="PyTorch",
+        requires=("torch",), env="base", install_hint="pip install 'convbench[torch]' (torch==2.13.0)",
+        description="nn.Sequential built from the spec, eager training loop"),
+}
+
+
+def names():
+    return sorted(BACKENDS)
+
+
+class UnknownBackend(KeyError):
+    def __str__(self):
+        return self.args[0]
+
+
+def get(name):
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UnknownBackend("unknown backend %r (known: %s)" % (name, ", ".join(names())))
+
+
+def load_adapter_class(backend):
+    """Import the adapter class (inside the worker only)."""
+    module_name, class_name = backend.target.split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)

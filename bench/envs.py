@@ -1,0 +1,106 @@
+"""Where each backend's worker runs: the base interpreter or a tox environment built on first use.
+
+Frameworks whose versions clash (TF 2.15 needs numpy < 2, CNTK needs CPython 3.6) live in their own
+tox environments (tox.ini). The parent never imports a framework: it only finds (or creates) the
+interpreter and the environment variables the worker needs.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from importlib.util import find_spec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOX_WORK_DIR = os.path.join(REPO, ".tox")
+
+
+class EnvError(RuntimeError):
+    """The backend's environment is missing and cannot be built here (the message names the fix)."""
+
+
+def env_python(env):
+    """Path of the interpreter for a backend env ('base' is the one running convbench)."""
+    if env == "base":
+        return sys.executable
+    return os.path.join(TOX_WORK_DIR, env, "bin", "python")
+
+
+def env_exists(env):
+    return env == "base" or os.path.exists(env_python(env))
+
+
+def missing_requirements(backend):
+    """Names of the backend's required modules missing from the base interpreter (no import)."""
+    if backend.env != "base":
+        return []
+    return [m for m in backend.requires if find_spec(m) is None]
+
+
+def availability(backend):
+    """(available_now, reason) without importing anything heavy."""
+    if backend.env == "base":
+        missing = missing_requirements(backend)
+        if missing:
+            return False, "%s not installed; fix: %s" % (", ".join(missing), backend.install_hint)
+        return True, "installed"
+    if env_exists(backend.env):
+        return True, "tox env %r ready" % backend.env
+    return True, "tox env %r is built on first use (tox -e %s)" % (backend.env, backend.env)
+
+
+def tox_command():
+    """tox from the base environment (installed with convbench's test extra)."""
+    here = os.path.join(os.path.dirname(sys.executable), "tox")
+    if os.path.exists(here):
+        return [here]
+    found = shutil.which("tox")
+    if found:
+        return [found]
+    if find_spec("tox") is not None:
+        return [sys.executable, "-m", "tox"]
+    return None
+
+
+def ensure_env(backend, log=print):
+    """Return the interpreter for `backend`, creating its tox env on first use."""
+    env = backend.env
+    if env == "base":
+        return sys.executable
+    if not env_exists(env):
+        tox = tox_command()
+        if tox is None:
+            raise EnvError("backend %r needs tox env %r and tox is not installed; fix: pip install "
+                           "'convbench[test]' (tox + tox-uv)" % (backend.name, env))
+        log("convbench: creating the %r environment for backend %r (first use; takes a few "
+            "minutes)..." % (env, backend.name))
+        proc = subprocess.run(tox + ["-e", env, "--notest", "-c", os.path.join(REPO, "tox.ini")],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True)
+        if proc.returncode != 0 or not env_exists(env):
+            tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
+            raise EnvError("could not build tox env %r for backend %r (%s); fix: run `tox -e %s "
+                           "--notest` and read its output" % (env, backend.name, tail, env))
+        log("convbench: environment %r ready" % env)
+    return env_python(env)
+
+
+def worker_environment(backend, threads):
+    """Environment variables of the backend's worker process.
+
+    The thread budget is set before any library loads (BLAS pools read it at import), the repo is
+    put on the path (tox envs install only the framework, not convbench), and backend-specific
+    variables from the registry are applied.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            env[var] = str(threads)
+    for key, value in backend.worker_env:
+        value = value.replace("{repo}", REPO)
+        if key.endswith("PATH") and env.get(key):
+            value = value + os.pathsep + env[key]
+        env[key] = value
+    return env
