@@ -7,7 +7,8 @@ network, its optimizer and the conversion between the canonical layout and its o
 Lifecycle, all inside one worker process:
     adapter = AdapterClass(spec, config)   # cheap; no framework work yet
     adapter.build()                        # import the framework, create the native model + optimizer
-    adapter.set_weights(params)            # canonical dict name -> ndarray (see models/spec.py)
+    adapter.set_weights(params)            # canonical dict name -> ndarray (see models/spec.py);
+                                           # called once, right after build
     loss = adapter.train_step(x, y)        # ONE optimizer step; returning a Python float forces
                                            # the device to finish (that is the timing sync point)
     logits = adapter.predict(x)            # eval mode (dropout off, batchnorm running stats), no update
@@ -70,6 +71,7 @@ class TrainConfig(NamedTuple):
     limit_train: int = 0       # 0: the full training set
     limit_test: int = 0        # 0: the full test set
     warmup_steps: int = 5      # excluded from step statistics, kept in the record
+    evals_per_epoch: int = 4   # test-set evaluations per epoch (untimed): the accuracy-vs-time curve
     eval_batch_size: int = 1000
     mode: str = "step"         # "step": harness-timed train_step loop; "epoch": adapter's train_epoch
 

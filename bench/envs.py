@@ -81,7 +81,32 @@ def ensure_env(backend, log=print):
             raise EnvError("could not build tox env %r for backend %r (%s); fix: run `tox -e %s "
                            "--notest` and read its output" % (env, backend.name, tail, env))
         log("convbench: environment %r ready" % env)
+    if env == "cntk":
+        ensure_cntk_mpi_shim()
     return env_python(env)
+
+
+#: CNTK 2.7 links OpenMPI 1.10 sonames; OpenMPI 4 (Debian's libopenmpi3) serves them via symlinks
+CNTK_MPI_SHIM = os.path.join(TOX_WORK_DIR, "cntk-mpi-shim")  # registry: worker LD_LIBRARY_PATH
+CNTK_MPI_LINKS = (("libmpi.so.12", "/usr/lib/x86_64-linux-gnu/libmpi.so.40"),
+                  ("libmpi_cxx.so.1", "/usr/lib/x86_64-linux-gnu/libmpi_cxx.so.40"))
+
+
+def ensure_cntk_mpi_shim():
+    """Create .tox/cntk-mpi-shim (soname symlinks) when missing; EnvError when OpenMPI 4 is absent."""
+    missing = [target for _, target in CNTK_MPI_LINKS if not os.path.exists(target)]
+    if missing:
+        raise EnvError("backend 'cntk' needs OpenMPI 4 (%s missing); fix: apt-get install "
+                       "libopenmpi3" % ", ".join(missing))
+    os.makedirs(CNTK_MPI_SHIM, exist_ok=True)
+    for link, target in CNTK_MPI_LINKS:
+        path = os.path.join(CNTK_MPI_SHIM, link)
+        if os.path.islink(path) and os.readlink(path) == target:
+            continue
+        if os.path.lexists(path):
+            os.remove(path)
+        os.symlink(target, path)
+    return CNTK_MPI_SHIM
 
 
 def worker_environment(backend, threads):

@@ -164,10 +164,7 @@ class ModelSpec(NamedTuple):
 
     def to_dict(self):
         """Plain JSON-able form, the only thing that crosses to a worker."""
-        layers = []
-        for layer in self.layers:
-            d = OrderedDict((k, _plain(v)) for k, v in layer._asdict().items())
-            layers.append(d)
+        layers = [_layer_source(layer) for layer in self.layers]
         return OrderedDict([
             ("name", self.name), ("description", self.description), ("source", self.source),
             ("input_shape", list(self.input_shape)), ("num_classes", self.num_classes),
@@ -194,6 +191,17 @@ def _plain(value):
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _layer_source(layer):
+    """A layer back in its TOML form (what spec_from_dict reads), with every default explicit."""
+    d = OrderedDict((k, _plain(v)) for k, v in layer._asdict().items() if k != "padding_mode")
+    if layer.kind == "conv2d":
+        if layer.padding_mode in ("valid", "same"):
+            d["padding"] = layer.padding_mode
+        else:
+            d["padding"] = [layer.padding[0][0], layer.padding[1][0]]
+    return d
 
 
 # --- parsing and validation --------------------------------------------------------------------

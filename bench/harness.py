@@ -1,0 +1,168 @@
+"""The measurement loop, run inside a worker: data, order, epochs, clocks. The adapter only trains.
+
+What is timed: each optimizer step, from handing a ready batch to the adapter until its loss is
+back as a Python float (the device sync point). Batch slicing, evaluation and logging are outside
+the clock. The first step (graph building / compilation) and the next `warmup_steps` are kept in
+the record but excluded from the step statistics.
+
+3.6-compatible: CNTK's worker runs this too.
+"""
+import math
+import resource
+import time
+
+import numpy as np
+
+from backends.base import clock_ns
+from bench.data import Mnist, batches, epoch_order, order_digest
+from models.spec import init_weights, weights_digest
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def evaluate(adapter, x, y, batch_size):
+    """Test loss (mean softmax cross-entropy) and accuracy from the adapter's logits."""
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        logits = np.asarray(adapter.predict(x[i:i + batch_size]), dtype=np.float64)
+        yb = y[i:i + batch_size]
+        z = logits - logits.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        total_loss -= float(logp[np.arange(len(yb)), yb].sum())
+        correct += int((logits.argmax(axis=1) == yb).sum())
+    return total_loss / len(y), correct / float(len(y))
+
+
+def train(adapter, spec, config, data_dir, emit):
+    """Build, train and evaluate; return the worker's part of the record."""
+    t0 = time.time()
+    mnist = Mnist(data_dir)
+    n_train = config.limit_train or len(mnist.train_labels)
+    n_test = config.limit_test or len(mnist.test_labels)
+    x_train = Mnist.to_input(mnist.train_images[:n_train], config.dtype)
+    y_train = mnist.train_labels[:n_train].astype(np.int64)
+    x_test = Mnist.to_input(mnist.test_images[:n_test], config.dtype)
+    y_test = mnist.test_labels[:n_test].astype(np.int64)
+    data_s = time.time() - t0
+
+    t0 = time.time()
+    adapter.build()
+    init = init_weights(spec, config.seed, config.dtype)
+    adapter.set_weights(init)
+    build_s = time.time() - t0
+    rss_after_build = _peak_rss_mb()
+
+    step_ns, step_loss, epochs, orders = [], [], [], []
+    train_wall_s = 0.0
+    steps_per_epoch = n_train // config.batch_size  # the last partial batch is dropped: equal steps
+    if steps_per_epoch < 1:
+        raise ValueError("batch size %d is larger than the %d training examples"
+                         % (config.batch_size, n_train))
+    eval_every = max(1, int(math.ceil(steps_per_epoch / float(max(config.evals_per_epoch, 1)))))
+    curve = []
+
+    for epoch in range(config.epochs):
+        order = epoch_order(n_train, config.seed, epoch)
+        orders.append(order)
+        index_batches = batches(order, config.batch_size, drop_last=True)
+        state = {"wall0": time.perf_counter(), "paused": 0.0}
+
+        def on_step(ns, loss):
+            step_ns.append(int(ns))
+            step_loss.append(float(loss))
+            done = len(step_ns) - epoch * steps_per_epoch
+            if done % 20 == 0 or done == steps_per_epoch:
+                emit({"type": "progress", "epoch": epoch + 1, "epochs": config.epochs,
+                      "step": done, "steps": steps_per_epoch, "loss": float(loss)})
+            if config.mode == "step" and (done % eval_every == 0 and done < steps_per_epoch):
+                # mid-epoch test accuracy for the accuracy-vs-time curve; its time is not training
+                p0 = time.perf_counter()
+                test_loss, test_acc = evaluate(adapter, x_test, y_test, config.eval_batch_size)
+                state["paused"] += time.perf_counter() - p0
+                elapsed = train_wall_s + time.perf_counter() - state["wall0"] - state["paused"]
+                curve.append({"epoch": epoch + 1, "step": len(step_ns), "train_s": elapsed,
+                              "test_accuracy": test_acc, "test_loss": test_loss})
+
+        def feed():
+            for idx in index_batches:
+                yield x_train[idx], y_train[idx]
+
+        adapter.train_epoch(feed(), on_step)
+        epoch_train_s = time.perf_counter() - state["wall0"] - state["paused"]
+        train_wall_s += epoch_train_s
+        e0 = time.perf_counter()
+        test_loss, test_acc = evaluate(adapter, x_test, y_test, config.eval_batch_size)
+        eval_s = time.perf_counter() - e0
+        if len(step_ns) != (epoch + 1) * steps_per_epoch:
+            raise RuntimeError("adapter reported %d steps in epoch %d, expected %d"
+                               % (len(step_ns) - epoch * steps_per_epoch, epoch + 1, steps_per_epoch))
+        first = epoch * steps_per_epoch
+        curve.append({"epoch": epoch + 1, "step": len(step_ns), "train_s": train_wall_s,
+                      "test_accuracy": test_acc, "test_loss": test_loss})
+        epochs.append({"epoch": epoch + 1,
+                       "train_loss": float(np.mean(step_loss[first:])),
+                       "test_loss": test_loss, "test_accuracy": test_acc,
+                       "train_s": epoch_train_s, "elapsed_s": train_wall_s, "eval_s": eval_s})
+        emit({"type": "epoch", "epoch": epoch + 1, "test_accuracy": test_acc,
+              "test_loss": test_loss, "train_s": epoch_train_s})
+
+    peak_device = adapter.device_peak_bytes()
+    return {
+        "timing": {
+            "step_ns": step_ns,
+            "first_step_ns": step_ns[0],
+            "warmup_steps": config.warmup_steps,
+            "steps_per_epoch": steps_per_epoch,
+            "build_s": build_s,
+            "data_load_s": data_s,
+            "train_s": train_wall_s,
+        },
+        "step_loss": step_loss,
+        "epochs": epochs,
+        "curve": curve,
+        "memory": {
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_after_build_mb": rss_after_build,
+            "device_peak_mb": None if peak_device is None else peak_device / 2.0 ** 20,
+        },
+        "data": {
+            "dir": mnist.directory, "train_examples": n_train, "test_examples": n_test,
+            "order_digest": order_digest(orders), "init_weights_digest": weights_digest(init),
+            "batches_per_epoch": steps_per_epoch, "dropped_per_epoch": n_train % config.batch_size,
+        },
+    }
+
+
+def conform(adapter_factory, cases, arrays, emit):
+    """Sameness probes for the conformance suite: the parent compares them with the oracle.
+
+    For each case (a spec dict + config), with the weights, batch and batches the parent sent:
+    parameter names and shapes, a weights round trip, logits, one train step (loss + updated
+    weights) from a fresh adapter, and the per-step loss of a trajectory from another fresh one.
+    """
+    out = {}
+    for i, case in enumerate(cases):
+        key = "c%d/" % i
+        weights = dict((k[len(key) + 2:], v) for k, v in arrays.items() if k.startswith(key + "w/"))
+        x, y = arrays[key + "x"], arrays[key + "y"]
+        a = adapter_factory(case)
+        a.build()
+        a.set_weights(weights)
+        for name, value in a.get_weights().items():
+            out[key + "rt/" + name] = np.asarray(value)
+        out[key + "logits"] = np.asarray(a.predict(x))
+        out[key + "loss1"] = np.array([a.train_step(x, y)])
+        for name, value in a.get_weights().items():
+            out[key + "step1/" + name] = np.asarray(value)
+        a.close()
+        if key + "xs" in arrays:
+            b = adapter_factory(case)
+            b.build()
+            b.set_weights(weights)
+            xs, ys = arrays[key + "xs"], arrays[key + "ys"]
+            out[key + "traj"] = np.array([b.train_step(xs[s], ys[s]) for s in range(len(xs))])
+            b.close()
+        emit({"type": "progress", "case": i + 1, "cases": len(cases)})
+    return out

@@ -1,0 +1,320 @@
+"""The report, regenerated from the records: results/report.md and a self-contained report.html.
+
+Tables (pandas) per model, device and batch size, one row per backend; plots (matplotlib):
+step-time distributions, per-step training loss overlaid, test accuracy against training time,
+peak memory. Statistics come from the raw step samples in the records (warm-up excluded).
+Every string that comes from a record is escaped in the HTML.
+"""
+import base64
+import html
+import io
+import os
+
+import numpy as np
+import pandas as pd
+
+from bench import metrics
+from bench.results import read_records
+
+# what makes two records comparable; the newest record per key is the one reported
+GROUP_KEYS = ("model", "device", "batch_size", "optimizer", "dtype", "threads", "mode")
+ROW_KEY = GROUP_KEYS + ("backend",)
+
+COLUMNS = [
+    ("backend", "backend"), ("framework", "framework"), ("version", "version"),
+    ("status", "status"), ("test_acc", "test acc"), ("median_ms", "median step ms"),
+    ("ci95", "95% CI ms"), ("iqr_ms", "IQR ms"), ("images_per_s", "images/s"),
+    ("ratio", "x fastest"), ("gflops", "GFLOP/s"), ("pct_peak", "% peak"),
+    ("first_step_ms", "first step ms"), ("peak_rss_mb", "peak RSS MB"),
+    ("t98", "time to 98% s"), ("t99", "time to 99% s"), ("reason", "reason"),
+]
+
+
+def _flatten(record):
+    s = record.get("summary") or {}
+    c = record.get("config") or {}
+    env = record.get("environment") or {}
+    steady = metrics.steady_steps_ns(record) / 1e6
+    lo, hi = metrics.bootstrap_median_ci(steady) if len(steady) else (None, None)
+    return {
+        "model": record.get("model"), "device": record.get("device"),
+        "batch_size": c.get("batch_size"), "optimizer": c.get("optimizer"), "dtype": c.get("dtype"),
+        "threads": record.get("threads"), "mode": c.get("mode", "step"),
+        "backend": record.get("backend"), "framework": record.get("framework"),
+        "version": env.get("framework_version", ""), "status": record.get("status"),
+        "reason": record.get("reason") or "", "time": record.get("time"),
+        "test_acc": s.get("test_accuracy"), "median_ms": s.get("median_step_ms"),
+        "ci_lo": lo, "ci_hi": hi,
+        "iqr_ms": (s["step_ms_q3"] - s["step_ms_q1"]) if s.get("step_ms_q1") is not None else None,
+        "images_per_s": s.get("images_per_s"), "gflops": s.get("achieved_gflops"),
+        "pct_peak": s.get("pct_of_peak"), "first_step_ms": s.get("first_step_ms"),
+        "peak_rss_mb": s.get("peak_rss_mb"), "device_peak_mb": s.get("device_peak_mb"),
+        "t98": s.get("time_to_98_s"), "t99": s.get("time_to_99_s"),
+        "epochs": c.get("epochs"), "limit_train": c.get("limit_train"),
+        "_record": record,
+    }
+
+
+def latest_rows(records):
+    """One row per (group, backend): the newest record of each."""
+    if not records:
+        return pd.DataFrame(columns=[k for k, _ in COLUMNS])
+    df = pd.DataFrame([_flatten(r) for r in records])
+    df = df.sort_values("time").drop_duplicates(subset=list(ROW_KEY), keep="last")
+    fastest = df[df.status == "ok"].groupby(list(GROUP_KEYS), dropna=False)["median_ms"].transform("min")
+    df["ratio"] = df["median_ms"] / fastest
+    return df.sort_values(list(GROUP_KEYS) + ["median_ms"], na_position="last")
+
+
+def _fmt(value, digits=2):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return "%.*f" % (digits, value)
+    return str(value)
+
+
+def _display_table(group):
+    out = pd.DataFrame({
+        "backend": group.backend, "framework": group.framework, "version": group.version,
+        "status": group.status,
+        "test acc": group.test_acc.map(lambda v: _fmt(v, 4)),
+        "median step ms": group.median_ms.map(_fmt),
+        "95% CI ms": [("%s-%s" % (_fmt(lo), _fmt(hi))) if lo == lo and lo is not None else ""
+                      for lo, hi in zip(group.ci_lo, group.ci_hi)],
+        "IQR ms": group.iqr_ms.map(_fmt),
+        "images/s": group.images_per_s.map(lambda v: _fmt(v, 0)),
+        "x fastest": group.ratio.map(_fmt),
+        "GFLOP/s": group.gflops.map(lambda v: _fmt(v, 1)),
+        "% peak": group.pct_peak.map(lambda v: _fmt(v, 1)),
+        "first step ms": group.first_step_ms.map(lambda v: _fmt(v, 1)),
+        "peak RSS MB": group.peak_rss_mb.map(lambda v: _fmt(v, 0)),
+        "time to 98% s": group.t98.map(lambda v: _fmt(v, 1)),
+        "time to 99% s": group.t99.map(lambda v: _fmt(v, 1)),
+        "reason": group.reason.map(lambda r: r if len(r) < 160 else r[:157] + "..."),
+    })
+    return out.reset_index(drop=True)
+
+
+def _group_title(key):
+    model, device, batch, opt, dtype, threads, mode = key
+    return "%s on %s: batch %s, %s, %s, %s thread(s), %s mode" % (
+        model, device, batch, opt, dtype, threads, mode)
+
+
+def _figure_png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plots(group):
+    """PNG bytes of the group's plots: {name: png}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = group[group.status == "ok"]
+    plots = {}
+    if ok.empty:
+        return plots
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(ok)))
+    data = [metrics.steady_steps_ns(r) / 1e6 for r in ok._record]
+    ax.boxplot(data, vert=False, showfliers=True, flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(ok) + 1))
+    ax.set_yticklabels(list(ok.backend))
+    ax.set_xlabel("step time, ms (warm-up excluded)")
+    ax.set_title("Step-time distribution")
+    plots["steps"] = _figure_png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, r in zip(ok.backend, ok._record):
+        losses = np.asarray(r.get("step_loss") or [], dtype=float)
+        ax.plot(np.arange(1, len(losses) + 1), losses, label=name, linewidth=0.9, alpha=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (batch)")
+    ax.set_yscale("log")
+    ax.set_title("Per-step training loss: same weights, same batches")
+    ax.legend(fontsize=8)
+    plots["loss"] = _figure_png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, r in zip(ok.backend, ok._record):
+        curve = r.get("curve") or []
+        ax.plot([p["train_s"] for p in curve], [p["test_accuracy"] for p in curve], "o-", label=name)
+    ax.axhline(0.98, color="grey", linestyle=":", linewidth=0.8)
+    ax.axhline(0.99, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("training time, s (evaluation excluded)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Test accuracy against training time")
+    ax.legend(fontsize=8)
+    plots["accuracy"] = _figure_png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(ok)))
+    ax.barh(list(ok.backend), list(ok.peak_rss_mb), color="tab:blue", label="peak RSS")
+    if ok.device_peak_mb.notna().any():
+        ax.barh(list(ok.backend), list(ok.device_peak_mb.fillna(0)), color="tab:orange",
+                label="device peak", height=0.4)
+    ax.set_xlabel("MB (worker process)")
+    ax.set_title("Peak memory")
+    ax.legend(fontsize=8)
+    plots["memory"] = _figure_png(fig)
+    return plots
+
+
+def _context_lines(records):
+    """Machine and software fingerprint of the newest records."""
+    r = records[-1]
+    m = r.get("machine") or {}
+    gpus = ", ".join("%s (%s, driver %s)" % (g.get("name"), g.get("memory"), g.get("driver"))
+                     for g in m.get("gpus") or []) or "none"
+    lines = [
+        "CPU: %s, %s cores, %.1f GB RAM, %s" % (m.get("cpu_model"), m.get("cores"),
+                                               m.get("ram_gb") or 0, m.get("os")),
+        "CPU features: %s" % " ".join(m.get("cpu_flags") or []),
+        "GPU: %s" % gpus,
+        "Measured fp32 matmul peak: %s GFLOP/s" % _fmt(m.get("matmul_peak_gflops"), 1),
+        "git commit: %s%s" % (r.get("git_commit"), " (uncommitted changes)" if r.get("git_dirty") else ""),
+    ]
+    soft = {}
+    for rec in records:
+        env = rec.get("environment") or {}
+        if env:
+            soft[rec["backend"]] = "%s %s, Python %s, NumPy %s%s" % (
+                env.get("framework"), env.get("framework_version"), env.get("python"),
+                env.get("numpy"), (", BLAS " + env["blas"]) if env.get("blas") else "")
+    lines += ["%s: %s" % (k, v) for k, v in sorted(soft.items())]
+    return lines
+
+
+METHODOLOGY = """\
+- Every backend trains the same network (models/*.toml) from the same initial weights
+  (`init_weights_digest`), on the same MNIST batches in the same order (`order_digest`), with the
+  same optimizer, learning rate (on the batch-mean loss), thread budget and dtype. The
+  conformance suite (tests/test_conformance.py) proves it numerically against the NumPy reference:
+  logits, one optimizer step, and a 100-step loss trajectory.
+- Each backend runs in its own fresh worker process (its own environment where frameworks clash),
+  so threads, allocators and imports of one never touch another's figures.
+- Timed: one optimizer step, from handing over a prepared batch until its loss is back as a Python
+  float (the device sync point). Not timed: batch slicing, evaluation, logging.
+- The first step (graph building, compilation) is reported apart ("first step ms"); it and the next
+  warm-up steps are excluded from the statistics. Median with a 95% bootstrap confidence interval
+  (scipy) and the interquartile range over all remaining steps.
+- GFLOP/s: the spec's training FLOPs per example (conv and dense multiply-adds x 2, forward +
+  weight and input gradients) x batch / median step, against this machine's fp32 matmul peak
+  measured in the same run.
+- Peak RSS: the worker's maximum resident set; device peak where the framework reports it.
+- Time to 98% / 99%: training seconds (evaluation excluded) until a test-set evaluation (4 per
+  epoch) first reached it.
+"""
+
+
+def build_report(records):
+    """(markdown text, html text, {png name: bytes}) for a list of records."""
+    df = latest_rows(records)
+    md = ["# convbench report", "",
+          "Generated from %d record(s); the newest record per backend and configuration is shown." % len(records),
+          ""]
+    body = ["<h1>convbench report</h1>",
+            "<p>Generated from %d record(s); the newest record per backend and configuration is shown.</p>"
+            % len(records)]
+    pngs = {}
+    if df.empty:
+        md.append("No records yet: run `convbench run`.")
+        body.append("<p>No records yet: run <code>convbench run</code>.</p>")
+    for i, (key, group) in enumerate(df.groupby(list(GROUP_KEYS), dropna=False, sort=True)):
+        title = _group_title(key)
+        table = _display_table(group)
+        md += ["## " + title, "", table.to_markdown(index=False), ""]
+        body += ["<h2>%s</h2>" % html.escape(title),
+                 table.to_html(index=False, escape=True, classes="results sortable", border=0,
+                               na_rep="")]
+        ratio = _speed_target(group)
+        if ratio:
+            md += [ratio, ""]
+            body.append("<p class='target'>%s</p>" % html.escape(ratio))
+        plots = _plots(group)
+        for name, png in plots.items():
+            fname = "g%d_%s.png" % (i, name)
+            pngs[fname] = png
+            md.append("![%s](report_files/%s)" % (name, fname))
+            body.append("<img alt='%s' src='data:image/png;base64,%s'>"
+                        % (html.escape(name), base64.b64encode(png).decode()))
+        md.append("")
+    if records:
+        ctx = _context_lines(records)
+        md += ["## Machine and software", ""] + ["- " + line for line in ctx] + [""]
+        body += ["<h2>Machine and software</h2><ul>"] + ["<li>%s</li>" % html.escape(l) for l in ctx] + ["</ul>"]
+    md += ["## Methodology", "", METHODOLOGY]
+    body += ["<h2>Methodology</h2><pre class='method'>%s</pre>" % html.escape(METHODOLOGY)]
+    return "\n".join(md), _html_page("\n".join(body)), pngs
+
+
+def _speed_target(group):
+    ok = group[group.status == "ok"].set_index("backend")
+    if "numpy" in ok.index and "torch" in ok.index:
+        r = ok.loc["numpy", "median_ms"] / ok.loc["torch", "median_ms"]
+        return ("NumPy reference / PyTorch median step: %.2fx (target <= 2x: %s)"
+                % (r, "met" if r <= 2 else "NOT met"))
+    return None
+
+
+def _html_page(body):
+    return """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>convbench report</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<style>
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table.results{border-collapse:collapse;font-size:13px;margin:1em 0}
+table.results th,table.results td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
+table.results th{cursor:pointer;background:#f3f3f3;position:sticky;top:0}
+table.results td:nth-child(-n+4){text-align:left}
+img{display:block;margin:.5em 0;max-width:100%%}
+pre.method{white-space:pre-wrap;background:#f8f8f8;padding:1em}
+</style></head><body>
+%s
+<script>
+// click a header to sort (numbers numerically, empty cells last)
+document.querySelectorAll('table.sortable').forEach(function (t) {
+  t.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var rows = Array.from(t.tBodies[0].rows), asc = th.dataset.asc !== '1';
+      rows.sort(function (a, b) {
+        var x = a.cells[col].textContent, y = b.cells[col].textContent;
+        if (x === '' || y === '') return (x === '') - (y === '');
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return asc ? c : -c;
+      });
+      th.dataset.asc = asc ? '1' : '0';
+      rows.forEach(function (r) { t.tBodies[0].appendChild(r); });
+    });
+  });
+});
+</script>
+</body></html>
+""" % body
+
+
+def write_report(results_path, out_dir=None):
+    """Regenerate report.md, report.html and report_files/*.png beside the results (or in out_dir)."""
+    records = read_records(results_path)
+    out_dir = out_dir or os.path.dirname(os.path.abspath(results_path))
+    md, page, pngs = build_report(records)
+    files_dir = os.path.join(out_dir, "report_files")
+    os.makedirs(files_dir, exist_ok=True)
+    for name in os.listdir(files_dir):
+        if name.endswith(".png"):
+            os.unlink(os.path.join(files_dir, name))
+    for name, png in pngs.items():
+        with open(os.path.join(files_dir, name), "wb") as fh:
+            fh.write(png)
+    paths = {"md": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html")}
+    for key, text in (("md", md), ("html", page)):
+        tmp = paths[key] + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, paths[key])
+    return paths

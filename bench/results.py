@@ -1,0 +1,58 @@
+"""Results: append-only JSON Lines, one self-describing record per run, never edited in place.
+
+Appends take an exclusive lock and write each record as one line in one write, so concurrent
+`convbench run` processes interleave whole lines. A reader skips a line that is not valid JSON
+(a crash can truncate the last line) with a warning instead of failing.
+"""
+import fcntl
+import json
+import os
+import warnings
+
+DEFAULT_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "results", "runs.jsonl")
+
+
+def append_record(path, record):
+    """Append one record as one line, atomically with respect to other convbench processes."""
+    line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # a previous writer killed mid-line leaves no newline: start ours on a fresh line
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_records(path, problems=None):
+    """All valid records of a file; bad lines are skipped with a warning (and listed in problems)."""
+    records = []
+    if not os.path.exists(path):
+        return records
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                msg = "%s line %d: skipped, not a valid record (%s)" % (path, number, exc)
+                warnings.warn(msg)
+                if problems is not None:
+                    problems.append(msg)
+                continue
+            records.append(record)
+    return records

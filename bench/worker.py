@@ -1,0 +1,119 @@
+"""One benchmark job in a fresh process: `python -m bench.worker < job.json`.
+
+Protocol (JSON Lines): the job is one JSON object on stdin; the worker writes JSON lines to the
+protocol channel, which is the ORIGINAL stdout. File descriptor 1 is then pointed at stderr, so
+whatever a framework prints (C++ logs, warnings) cannot corrupt the channel. Messages:
+
+    {"type": "hello", "pid": ..., "python": ...}
+    {"type": "progress", ...} / {"type": "epoch", ...}
+    {"type": "result", "status": "ok", "record": {...}}              exactly one of these
+    {"type": "result", "status": "unavailable"|"unsupported"|"failed", "reason": "..."}
+
+The parent (bench/runner.py) adds the run's context and writes the record. The worker imports the
+framework (lazily, through the registry) and nothing it imports may be newer than CPython 3.6.
+"""
+import json
+import os
+import platform
+import sys
+import traceback
+
+
+def _open_channel():
+    """Keep the real stdout for the protocol; send fd 1 (and sys.stdout) to stderr."""
+    channel_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(channel_fd, "w", 1)
+
+
+def _jsonable(value):
+    """Make NumPy scalars/arrays and NaN/inf safe for strict JSON."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return dict((str(k), _jsonable(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
+
+
+def _software():
+    import numpy as np
+
+    return {"python": platform.python_version(), "python_implementation": platform.python_implementation(),
+            "numpy": np.__version__, "executable": sys.executable,
+            "thread_env": dict((k, os.environ[k]) for k in sorted(os.environ) if k.endswith("_NUM_THREADS"))}
+
+
+def run_job(job, emit):
+    from backends import registry
+    from backends.base import TrainConfig, Unavailable, Unsupported
+    from models.spec import spec_from_dict
+
+    try:
+        backend = registry.get(job["backend"])
+        try:
+            adapter_cls = registry.load_adapter_class(backend)
+        except ImportError as exc:
+            return {"type": "result", "status": "unavailable",
+                    "reason": "cannot import %s (%s); fix: %s" % (backend.framework, exc, backend.install_hint)}
+
+        if job["kind"] == "train":
+            from bench import harness
+
+            spec = spec_from_dict(job["spec"])
+            config = TrainConfig.from_dict(job["config"])
+            adapter = adapter_cls(spec, config)
+            part = harness.train(adapter, spec, config, job.get("data_dir"), emit)
+            part["environment"] = adapter.environment()
+            part["environment"].update(_software())
+            adapter.close()
+            return {"type": "result", "status": "ok", "record": part}
+
+        if job["kind"] == "conform":
+            import numpy as np
+            from bench import harness
+
+            with np.load(job["arrays_in"], allow_pickle=False) as npz:
+                arrays = dict((k, npz[k]) for k in npz.files)
+
+            def factory(case):
+                return adapter_cls(spec_from_dict(case["spec"]), TrainConfig.from_dict(case["config"]))
+
+            out = harness.conform(factory, job["cases"], arrays, emit)
+            np.savez(job["arrays_out"], **out)
+            return {"type": "result", "status": "ok", "record": {"arrays_out": job["arrays_out"],
+                                                                "software": _software()}}
+        raise ValueError("unknown job kind %r" % job.get("kind"))
+    except Unavailable as exc:
+        return {"type": "result", "status": "unavailable", "reason": str(exc)}
+    except Unsupported as exc:
+        return {"type": "result", "status": "unsupported", "reason": str(exc) or "not implemented"}
+    except Exception as exc:
+        traceback.print_exc()  # to stderr: the parent keeps its tail
+        return {"type": "result", "status": "failed",
+                "reason": "%s: %s" % (type(exc).__name__, exc)}
+
+
+def main():
+    channel = _open_channel()
+
+    def emit(message):
+        channel.write(json.dumps(_jsonable(message)) + "\n")
+        channel.flush()
+
+    emit({"type": "hello", "pid": os.getpid(), "python": platform.python_version()})
+    job = json.loads(sys.stdin.read())
+    emit(run_job(job, emit))
+    channel.close()
+
+
+if __name__ == "__main__":
+    main()
