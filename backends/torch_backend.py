@@ -102,8 +102,8 @@ class TorchAdapter(Adapter):
         tensors = self._tensors()
         out = OrderedDict()
         for name, (attr, transpose) in self.param_map.items():
-            value = tensors[attr].detach().cpu().numpy()
-            out[name] = np.ascontiguousarray(value.T if transpose else value)
+            value = tensors[attr].detach().cpu().numpy()  # shares memory with the tensor: copy
+            out[name] = np.array(value.T if transpose else value, order="C", copy=True)
         return out
 
     def _input(self, x, y=None):

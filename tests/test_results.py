@@ -1,0 +1,48 @@
+"""Append-only results: whole lines under concurrency, a truncated last line skipped with a warning."""
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from bench.results import append_record, read_records
+
+
+def _writer(path, tag, n):
+    for i in range(n):
+        append_record(path, {"tag": tag, "i": i, "pad": "x" * 5000})
+
+
+def test_concurrent_appends_keep_whole_lines(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    procs = [multiprocessing.Process(target=_writer, args=(path, t, 50)) for t in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    records = read_records(path)
+    assert len(records) == 100
+    assert sorted((r["tag"], r["i"]) for r in records) == sorted((t, i) for t in "ab" for i in range(50))
+
+
+def test_truncated_last_line_is_skipped_and_next_append_starts_fresh(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    append_record(path, {"n": 1})
+    with open(path, "a") as fh:
+        fh.write('{"n": 2, "cut off')
+    problems = []
+    with pytest.warns(UserWarning, match="line 2"):
+        assert [r["n"] for r in read_records(path, problems)] == [1]
+    assert len(problems) == 1
+    append_record(path, {"n": 3})
+    with pytest.warns(UserWarning):
+        assert [r["n"] for r in read_records(path)] == [1, 3]
+    with open(path) as fh:
+        assert json.loads(fh.read().splitlines()[-1]) == {"n": 3}
+
+
+def test_nan_is_refused_rather_than_written_as_invalid_json(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    with pytest.raises(ValueError):
+        append_record(path, {"x": float("nan")})
+    assert not os.path.exists(path) or read_records(path) == []
