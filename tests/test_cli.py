@@ -153,3 +153,16 @@ def test_help_needs_no_framework():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True)
     assert proc.returncode == 0 and "usage: convbench" in proc.stdout, proc.stderr
+
+
+def test_notebook_runs_on_the_records(small_run, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    _, results, _ = small_run
+    monkeypatch.setenv("CONVBENCH_RESULTS", results)
+    nb = nbformat.read(os.path.join(REPO, "notebooks", "compare.ipynb"), as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}).execute()
+    table = nb.cells[2].outputs[0]["data"]["text/plain"]
+    assert "numpy" in table and "torch" in table
