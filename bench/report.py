@@ -125,7 +125,8 @@ def _plots(group):
     ax.boxplot(data, vert=False, showfliers=True, flierprops={"markersize": 2})
     ax.set_yticks(range(1, len(ok) + 1))
     ax.set_yticklabels(list(ok.backend))
-    ax.set_xlabel("step time, ms (warm-up excluded)")
+    ax.set_xscale("log")  # a few long outliers (other processes, GC) must not squash the boxes
+    ax.set_xlabel("step time, ms, log scale (warm-up excluded)")
     ax.set_title("Step-time distribution")
     plots["steps"] = _figure_png(fig)
 
