@@ -70,7 +70,7 @@ def resolve_data_dir(data_dir=None, download=True):
         reason = "download disabled"
     raise DataError("MNIST not found: no --data-dir, no %s, no %s, and the download to %s failed "
                     "(%s); fix: pass --data-dir DIR or set %s to a directory with the four IDX .gz files"
-                    % (ENV_VAR, SHARED_DIR, CACHE_DIR, reason, ENV_VAR, ENV_VAR))
+                    % (ENV_VAR, SHARED_DIR, CACHE_DIR, reason, ENV_VAR))
 
 
 def download_mnist(directory, mirrors=MIRRORS, timeout=30):

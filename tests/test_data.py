@@ -21,8 +21,11 @@ def test_real_mnist_loads_and_verifies():
     assert x.shape == (3, 1, 28, 28) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
 
 
+SOURCE = data.resolve_data_dir(download=False)  # the real files, found before any test changes env
+
+
 def _copy_mnist(tmp_path):
-    src = data.resolve_data_dir(download=False)
+    src = SOURCE
     for name in data.FILES:
         shutil.copy(os.path.join(src, name + ".gz"), tmp_path / (name + ".gz"))
     return tmp_path
