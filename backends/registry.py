@@ -33,6 +33,14 @@ BACKENDS = {
         name="torch", target="backends.torch_backend:TorchAdapter", framework="PyTorch",
         requires=("torch",), env="base", install_hint="pip install 'convbench[torch]' (torch==2.13.0)",
         description="nn.Sequential built from the spec, eager training loop"),
+    "cntk": Backend(
+        name="cntk", target="backends.cntk_backend:CntkAdapter", framework="CNTK",
+        requires=("cntk",), env="cntk",
+        install_hint="tox -e cntk --notest (CNTK 2.7.post2 on CPython 3.6, see tox.ini) and "
+                     "apt-get install libopenmpi3 (OpenMPI 4; convbench links the 1.10 sonames "
+                     "CNTK wants in .tox/cntk-mpi-shim)",
+        description="C.layers.Sequential built from the spec, C.Trainer.train_minibatch per step",
+        worker_env=(("LD_LIBRARY_PATH", "{repo}/.tox/cntk-mpi-shim"),)),
 }
 
 

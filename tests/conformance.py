@@ -32,6 +32,10 @@ TOL = {
 # Running statistics: frameworks differ in the Bessel correction of the running variance
 # (n/(n-1): about 4e-5 relative for a 32x28x28 batch), so they are compared relatively, loosely.
 RUNNING_STAT_RTOL = 1e-3
+# float32 only: a parameter's one-step change may differ by this fraction of that change. Batchnorm's
+# backward subtracts near-equal means over ~25k values; frameworks that reduce in float32 (CNTK)
+# land 1-3% off the float64 truth on torch_bn's conv kernels, measured. float64 stays strict.
+FLOAT32_UPDATE_RTOL = 0.05
 
 BATCH = 32
 TRAJ_STEPS = 100
@@ -57,10 +61,10 @@ def build_cases():
         for dtype in ("float64", "float32"):
             steps = TRAJ_STEPS if model == "seed_convnet" else (20 if dtype == "float64" else 0)
             cases.append((model, TrainConfig(optimizer="momentum", lr=0.01, dtype=dtype,
-                                             dropout=False, threads=0), steps))
+                                             dropout=False, threads=0, batch_size=BATCH), steps))
     for opt, lr in (("sgd", 0.1), ("adam", 1e-3), ("rmsprop", 1e-3)):
         cases.append(("seed_convnet", TrainConfig(optimizer=opt, lr=lr, dtype="float64",
-                                                  dropout=False, threads=0), 10))
+                                                  dropout=False, threads=0, batch_size=BATCH), 10))
     return cases
 
 
@@ -164,8 +168,12 @@ def compare_case(i, case, got, want):
             if not np.allclose(g, w, rtol=RUNNING_STAT_RTOL, atol=tol["weights"]):
                 problems.append("running statistic %s after one step differs by %.3g"
                                 % (n, diff(g, w)))
-        elif diff(g, w) > tol["weights"]:
-            problems.append("%s after one step differs by %.3g > %.1g" % (n, diff(g, w), tol["weights"]))
+        else:
+            allowed = tol["weights"]
+            if config.dtype == "float32":
+                allowed += FLOAT32_UPDATE_RTOL * diff(w, want[key + "rt/" + n])
+            if diff(g, w) > allowed:
+                problems.append("%s after one step differs by %.3g > %.2g" % (n, diff(g, w), allowed))
     if steps:
         d = diff(got[key + "traj"], want[key + "traj"])
         if d > tol["traj"]:
