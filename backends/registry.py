@@ -41,6 +41,20 @@ BACKENDS = {
                      "CNTK wants in .tox/cntk-mpi-shim)",
         description="C.layers.Sequential built from the spec, C.Trainer.train_minibatch per step",
         worker_env=(("LD_LIBRARY_PATH", "{repo}/.tox/cntk-mpi-shim"),)),
+    "tf_layers": Backend(
+        name="tf_layers", target="backends.tf_layers_backend:TfLayersAdapter",
+        framework="TensorFlow 1.x graph (tf.compat.v1.layers)", requires=("tensorflow",),
+        env="tf_legacy",
+        install_hint="tox -e tf_legacy --notest (tensorflow-cpu==2.15.1 with numpy<2, see tox.ini)",
+        description="tf.compat.v1.layers in a Graph, Session.run([train_op, loss], feed_dict) per step",
+        worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+    "tf_estimator": Backend(
+        name="tf_estimator", target="backends.tf_estimator_backend:TfEstimatorAdapter",
+        framework="TensorFlow Estimator", requires=("tensorflow",), env="tf_legacy",
+        install_hint="tox -e tf_legacy --notest (tensorflow-cpu==2.15.1 with numpy<2, see tox.ini)",
+        description="tf.estimator.Estimator, model_fn of tf.compat.v1.layers, input_fn from the "
+                    "harness's batches, step times from a SessionRunHook",
+        worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
 }
 
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from backends.base import clock_ns
+from backends.base import Adapter, clock_ns
 from bench.data import Mnist, batches, epoch_order, order_digest
 from models.spec import init_weights, weights_digest
 
@@ -89,7 +89,10 @@ def train(adapter, spec, config, data_dir, emit):
             for idx in index_batches:
                 yield x_train[idx], y_train[idx]
 
-        adapter.train_epoch(feed(), on_step)
+        if config.mode == "step":  # the harness's own loop, timing each train_step
+            Adapter.train_epoch(adapter, feed(), on_step)
+        else:  # the framework's own epoch loop (Keras fit, Estimator.train), timed by callbacks
+            adapter.train_epoch(feed(), on_step)
         epoch_train_s = time.perf_counter() - state["wall0"] - state["paused"]
         train_wall_s += epoch_train_s
         e0 = time.perf_counter()

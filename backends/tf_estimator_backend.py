@@ -1,0 +1,330 @@
+"""TensorFlow Estimator: `tf.estimator.Estimator` with a `model_fn` of tf.compat.v1.layers.
+
+The idiom of the TF tutorial net of the 2018 posts (cnn_mnist.py), on tensorflow-cpu 2.15.1 (the
+last release that ships tf.estimator; tox env `tf_legacy`). The network, the layout conversions and
+the optimizer conversions are those of backends/tf_layers_backend.py (read its docstring); this
+module adds the Estimator machinery:
+
+  * input: an `input_fn` returning `tf.data.Dataset.from_generator` over the harness's batches, in
+    the harness's order (no shuffle, no repeat, no prefetch: one batch per step);
+  * step times: a `SessionRunHook`, perf_counter_ns in before_run and after_run, the loss fetched
+    through `SessionRunArgs`. It is the first hook with per-step work, so its interval holds the
+    other hooks' before_run work (NanTensorHook, CheckpointSaverHook's fetch of the global step) and
+    the whole `session.run`, input pipeline included;
+  * checkpoints: Estimator state lives in checkpoints (the session is rebuilt from the latest one on
+    every train/predict call). RunConfig sets no summaries, no step logging and
+    `save_checkpoints_steps` far beyond any run, so the CheckpointSaverHook writes only when the
+    session is created and when train() ends, never inside the timed steps. (With no saving at all
+    the Estimator would throw the trained weights away when train() returns.) model_dir is a
+    temporary directory removed by close();
+  * set_weights writes a complete checkpoint (weights in TF layout, fresh optimizer slots, global
+    step 0) built from the same model_fn; get_weights reads `estimator.get_variable_value`.
+
+With TrainConfig.mode "epoch", train_epoch is the idiom: ONE `estimator.train(input_fn)` call over
+the epoch's batches, step times from the hook. With mode "step" (the harness-timed train_step loop,
+also what the conformance checks call) train_step keeps one `estimator.train` call running in a
+background thread and drives it one step per call: its hook's before_run waits for the batch,
+hands it to the input_fn's generator, and after_run returns the loss. So a step is one
+MonitoredSession step of a live training run (all Estimator hooks included), not a graph rebuild.
+predict/get_weights during a live run first make it write a checkpoint between two steps (the
+Estimator reads weights only from checkpoints); set_weights, train_epoch and close end it (train()
+returns and saves its final checkpoint).
+"""
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from backends.base import Adapter, clock_ns
+from backends.tf_layers_backend import (OPTIMIZER_NAMES, build_network, check_device, from_tf,
+                                        import_tf, mean_cross_entropy, minimize, session_config,
+                                        tf_environment, to_tf)
+
+#: save_checkpoints_steps: larger than any run, so checkpoints are written only at session
+#: creation and at the end of train()
+NEVER = 10 ** 12
+_END = object()
+
+
+class TfEstimatorAdapter(Adapter):
+    name = "tf_estimator"
+    framework = "tensorflow"
+
+    def build(self):
+        tf = self.tf = import_tf()
+        cfg = self.config
+        self.device = check_device(tf, cfg.device)
+        self.dtype = tf.as_dtype(cfg.dtype)
+        self.model_dir = tempfile.mkdtemp(prefix="convbench-estimator-")
+        self.config_proto = session_config(tf, cfg.threads)
+        if self.device != "/cpu:0":
+            self.config_proto.allow_soft_placement = True
+        run_config = tf.estimator.RunConfig(
+            model_dir=self.model_dir, tf_random_seed=cfg.seed, session_config=self.config_proto,
+            save_checkpoints_steps=NEVER, save_checkpoints_secs=None, save_summary_steps=None,
+            log_step_count_steps=None, keep_checkpoint_max=1)
+        self.estimator = tf.estimator.Estimator(model_fn=self._model_fn, config=run_config)
+        self.live = None
+        self.param_map = None  # canonical name -> (TF variable name, conversion), from model_fn
+        self._checkpoint_graph()  # runs the model_fn once: an Unsupported layer/optimizer shows here
+
+    # -- the Estimator pieces -------------------------------------------------------------------
+    def _model_fn(self, features, labels, mode):
+        tf = self.tf
+        keys = tf.estimator.ModeKeys
+        with tf.device(self.device):
+            logits, param_map = build_network(tf, self.spec, features["x"],
+                                              training=(mode == keys.TRAIN),
+                                              dropout=self.config.dropout)
+            self.param_map = param_map
+            if mode == keys.PREDICT:
+                return tf.estimator.EstimatorSpec(mode, predictions={"logits": logits})
+            loss = mean_cross_entropy(tf, labels, logits)
+            if mode == keys.EVAL:
+                accuracy = tf.compat.v1.metrics.accuracy(labels, tf.argmax(logits, axis=1))
+                return tf.estimator.EstimatorSpec(mode, loss=loss,
+                                                  eval_metric_ops={"accuracy": accuracy})
+            global_step = tf.compat.v1.train.get_global_step()
+            train_op, _ = minimize(tf, self.config, loss, self.dtype, global_step=global_step)
+            return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+    def _input_fn(self, generator):
+        tf = self.tf
+        c, h, w = self.spec.input_shape
+        signature = ({"x": tf.TensorSpec([None, c, h, w], self.dtype)},
+                     tf.TensorSpec([None], tf.int64))
+
+        def input_fn():
+            return tf.data.Dataset.from_generator(generator, output_signature=signature)
+        return input_fn
+
+    def _feed(self, x, y):
+        return ({"x": np.asarray(x, dtype=self.config.dtype)}, np.asarray(y, dtype=np.int64))
+
+    def _hook(self, callback):
+        return _StepTimer(self.tf, callback)
+
+    # -- training -------------------------------------------------------------------------------
+    def train_epoch(self, batches, on_step):
+        if self.config.mode != "epoch":  # "step": the harness-timed train_step loop
+            return Adapter.train_epoch(self, batches, on_step)
+        self._end_live()
+
+        def generator():
+            for x, y in batches:
+                yield self._feed(x, y)
+
+        self.estimator.train(self._input_fn(generator), hooks=[self._hook(on_step)])
+
+    def train_step(self, x, y):
+        if self.live is None or not self.live.alive():
+            self.live = _LiveTrain(self)
+        return self.live.step(self._feed(x, y))
+
+    def _end_live(self):
+        if self.live is not None:
+            live, self.live = self.live, None
+            live.finish()
+
+    def _checkpoint_now(self):
+        """Make the latest checkpoint hold the current state (the live run saves between steps)."""
+        if self.live is not None:
+            self.live.save()
+
+    # -- weights --------------------------------------------------------------------------------
+    def _checkpoint_graph(self):
+        """A training graph of the model_fn (same variable names as the Estimator's)."""
+        tf = self.tf
+        graph = tf.compat.v1.Graph()
+        with graph.as_default():
+            tf.compat.v1.train.get_or_create_global_step()
+            c, h, w = self.spec.input_shape
+            x = tf.compat.v1.placeholder(self.dtype, [None, c, h, w])
+            y = tf.compat.v1.placeholder(tf.int64, [None])
+            self._model_fn({"x": x}, y, tf.estimator.ModeKeys.TRAIN)
+        return graph
+
+    def set_weights(self, params):
+        tf = self.tf
+        self._end_live()
+        graph = self._checkpoint_graph()
+        with graph.as_default():
+            variables = dict((v.op.name, v) for v in tf.compat.v1.global_variables())
+            feed, assigns = {}, []
+            for name, (var_name, kind) in self.param_map.items():
+                var = variables[var_name]
+                ph = tf.compat.v1.placeholder(var.dtype.base_dtype, var.shape)
+                feed[ph] = np.ascontiguousarray(to_tf(params[name], kind),
+                                                dtype=ph.dtype.as_numpy_dtype)
+                assigns.append(var.assign(ph, read_value=False))
+            init = tf.compat.v1.global_variables_initializer()
+            saver = tf.compat.v1.train.Saver(sharded=True, save_relative_paths=True)
+            with tf.compat.v1.Session(graph=graph, config=self.config_proto) as session:
+                session.run(init)  # fresh optimizer state and global step 0
+                session.run(assigns, feed)
+                _empty_dir(self.model_dir)
+                saver.save(session, os.path.join(self.model_dir, "model.ckpt"), global_step=0)
+
+    def get_weights(self):
+        self._checkpoint_now()
+        out = OrderedDict()
+        for name, (var_name, kind) in self.param_map.items():
+            out[name] = from_tf(self.estimator.get_variable_value(var_name), kind)
+        return out
+
+    def predict(self, x):
+        self._checkpoint_now()
+        tf = self.tf
+        x = np.asarray(x, dtype=self.config.dtype)
+        step = max(1, self.config.eval_batch_size)
+        c, h, w = self.spec.input_shape
+
+        def generator():
+            for i in range(0, len(x), step):
+                yield {"x": x[i:i + step]}
+
+        def input_fn():
+            return tf.data.Dataset.from_generator(
+                generator, output_signature={"x": tf.TensorSpec([None, c, h, w], self.dtype)})
+
+        chunks = [p["logits"] for p in self.estimator.predict(
+            input_fn, predict_keys="logits", yield_single_examples=False)]
+        return np.concatenate(chunks, axis=0)
+
+    def environment(self):
+        info = tf_environment(self.tf, self.config.threads, self.config_proto,
+                              "tf.estimator.Estimator(model_fn of tf.compat.v1.layers), "
+                              "input_fn = Dataset.from_generator, step times from a SessionRunHook")
+        info["device_name"] = self.device
+        info["optimizer"] = OPTIMIZER_NAMES.get(self.config.optimizer, self.config.optimizer)
+        info["checkpoints"] = "at session creation and at the end of each train() call only"
+        return info
+
+    def close(self):
+        self._end_live()
+        model_dir = getattr(self, "model_dir", None)
+        if model_dir:
+            shutil.rmtree(model_dir, ignore_errors=True)
+            self.model_dir = None
+
+
+def _empty_dir(path):
+    for entry in os.listdir(path):
+        full = os.path.join(path, entry)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.remove(full)
+
+
+def _StepTimer(tf, callback):
+    """A SessionRunHook: callback(step_ns, loss) once per training step."""
+
+    class StepTimer(tf.estimator.SessionRunHook):
+        def begin(self):
+            self.loss = tf.compat.v1.get_default_graph().get_tensor_by_name("loss:0")
+
+        def before_run(self, run_context):
+            self.t0 = clock_ns()
+            return tf.estimator.SessionRunArgs(self.loss)
+
+        def after_run(self, run_context, run_values):
+            t1 = clock_ns()
+            callback(t1 - self.t0, float(run_values.results))
+
+    return StepTimer()
+
+
+class _LiveTrain(object):
+    """One estimator.train call running in a thread, driven one step at a time by its hook.
+
+    The hook's before_run waits for a command: a batch (handed to the input_fn's generator, then
+    the step runs and after_run returns its loss), "save" (write a checkpoint of the current state
+    with the Estimator's own saver, between steps, so predict/get_weights can read it while training
+    goes on), or the end (the generator returns, train() ends and saves its final checkpoint).
+    """
+
+    def __init__(self, adapter):
+        tf = adapter.tf
+        self.inbox = queue.Queue()    # commands from the caller
+        self.outbox = queue.Queue()   # results to the caller
+        self.slot = queue.Queue()     # the next batch, from before_run to the generator
+        self.failure = None
+        self.dirty = False            # steps since the last checkpoint
+        live = self
+
+        def generator():
+            while True:
+                item = live.slot.get()
+                if item is _END:
+                    return
+                yield item
+
+        class LiveHook(tf.estimator.SessionRunHook):
+            def begin(self):
+                graph = tf.compat.v1.get_default_graph()
+                self.loss = graph.get_tensor_by_name("loss:0")
+                self.global_step = tf.compat.v1.train.get_global_step()
+
+            def after_create_session(self, session, coord):
+                savers = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.SAVERS)
+                self.saver = savers[0]  # the Estimator's (built by now)
+
+            def before_run(self, run_context):
+                while True:
+                    command, payload = live.inbox.get()
+                    if command == "save":
+                        session = run_context.session
+                        self.saver.save(session, os.path.join(adapter.model_dir, "model.ckpt"),
+                                        global_step=session.run(self.global_step))
+                        live.outbox.put(("saved", None))
+                        continue
+                    live.slot.put(payload if command == "batch" else _END)
+                    break
+                self.t0 = clock_ns()
+                return tf.estimator.SessionRunArgs(self.loss)
+
+            def after_run(self, run_context, run_values):
+                live.outbox.put(("loss", float(run_values.results)))
+
+        def run():
+            try:
+                adapter.estimator.train(adapter._input_fn(generator), hooks=[LiveHook()])
+            except BaseException as exc:  # handed to the caller of step()/save()/finish()
+                self.failure = exc
+            finally:
+                self.outbox.put(("ended", None))
+
+        self.thread = threading.Thread(target=run, name="estimator-train", daemon=True)
+        self.thread.start()
+
+    def alive(self):
+        return self.thread.is_alive()
+
+    def _call(self, command, payload, expect):
+        self.inbox.put((command, payload))
+        kind, value = self.outbox.get()
+        if kind != expect:
+            self.thread.join()
+            raise RuntimeError("estimator.train ended unexpectedly: %r" % (self.failure,)) \
+                from self.failure
+        return value
+
+    def step(self, batch):
+        self.dirty = True
+        return self._call("batch", batch, "loss")
+
+    def save(self):
+        if self.dirty:
+            self._call("save", None, "saved")
+            self.dirty = False
+
+    def finish(self):
+        self.inbox.put(("end", None))
+        self.thread.join()
+        if self.failure is not None:
+            raise self.failure
