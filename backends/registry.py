@@ -41,6 +41,36 @@ BACKENDS = {
                      "CNTK wants in .tox/cntk-mpi-shim)",
         description="C.layers.Sequential built from the spec, C.Trainer.train_minibatch per step",
         worker_env=(("LD_LIBRARY_PATH", "{repo}/.tox/cntk-mpi-shim"),)),
+    "tf": Backend(
+        name="tf", target="backends.tf_backend:TfAdapter", framework="TensorFlow",
+        requires=("tensorflow",), env="tf",
+        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        description="tf.Variables + tf.nn ops, tf.function training step with GradientTape",
+        worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+    "tf-xla": Backend(
+        name="tf-xla", target="backends.tf_backend:TfXlaAdapter", framework="TensorFlow (XLA)",
+        requires=("tensorflow",), env="tf",
+        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        description="the tf backend's step in tf.function(jit_compile=True), compiled by XLA",
+        worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+    "keras": Backend(
+        name="keras", target="backends.keras_backend:KerasAdapter", framework="Keras 3 (TensorFlow)",
+        requires=("keras", "tensorflow"), env="tf",
+        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        description="keras.Sequential, compile + train_on_batch (step mode) or fit (epoch mode)",
+        worker_env=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2"))),
+    "keras-torch": Backend(
+        name="keras-torch", target="backends.keras_backend:KerasTorchAdapter",
+        framework="Keras 3 (PyTorch)", requires=("keras", "torch"), env="tf",
+        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        description="the keras backend's model and loop on Keras' torch backend",
+        worker_env=(("KERAS_BACKEND", "torch"),)),
+    "keras-jax": Backend(
+        name="keras-jax", target="backends.keras_backend:KerasJaxAdapter",
+        framework="Keras 3 (JAX)", requires=("keras", "jax"), env="tf",
+        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        description="the keras backend's model and loop on Keras' jax backend (XLA-jitted steps)",
+        worker_env=(("KERAS_BACKEND", "jax"),)),
     "tf_layers": Backend(
         name="tf_layers", target="backends.tf_layers_backend:TfLayersAdapter",
         framework="TensorFlow 1.x graph (tf.compat.v1.layers)", requires=("tensorflow",),

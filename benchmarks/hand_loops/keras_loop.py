@@ -1,0 +1,193 @@
+"""The hand-written Keras 3 loops for seed_convnet, on any Keras backend (tensorflow, torch, jax).
+
+What a Keras user writes: a `keras.Sequential` of the layers, `compile(SGD(momentum), sparse
+categorical cross-entropy from logits)`, and either
+  --mode epoch: `model.fit(x, y, batch_size=128, shuffle=False, epochs=1)` on NHWC NumPy arrays, a
+                step timed by a Callback from on_train_batch_begin to on_train_batch_end;
+  --mode step:  `model.train_on_batch(x, y)` per batch, timed around the call.
+It is the yardstick of the `keras`, `keras-torch` and `keras-jax` adapters
+(backends/keras_backend.py): --vs-adapter alternates blocks of steps of the hand loop and of the
+adapter in the same mode (step: train_step timed as the harness times it; epoch: train_epoch's
+on_step times) in this one process, so both see the same machine state.
+
+    .tox/tf/bin/python benchmarks/hand_loops/keras_loop.py --backend jax --mode epoch
+    PYTHONPATH=. .tox/tf/bin/python benchmarks/hand_loops/keras_loop.py --backend torch --vs-adapter
+
+prints one JSON object with the median step in ms (and GFLOP/s from models.spec flops when the repo
+is importable).
+"""
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+MNIST = os.environ.get("CONVBENCH_MNIST", "/work/shared/data/mnist")
+ADAPTERS = {"tensorflow": "KerasAdapter", "torch": "KerasTorchAdapter", "jax": "KerasJaxAdapter"}
+
+
+def load_batches(n_batches, batch_size, dtype):
+    """The first n_batches * batch_size MNIST training images (NCHW, [0, 1]) and labels."""
+    import numpy as np
+
+    n = n_batches * batch_size
+    path = os.path.join(MNIST, "train-images-idx3-ubyte.gz")
+    if os.path.exists(path):
+        with gzip.open(path) as f:
+            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+        with gzip.open(os.path.join(MNIST, "train-labels-idx1-ubyte.gz")) as f:
+            y = np.frombuffer(f.read(), np.uint8, offset=8)[:n].astype(np.int64)
+    else:  # no MNIST here: random data of its shape times the same
+        rng = np.random.RandomState(0)
+        x = rng.randint(0, 256, size=(n, 1, 28, 28)).astype(np.uint8)
+        y = rng.randint(0, 10, size=n).astype(np.int64)
+    x = (x / 255.0).astype(dtype)
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+
+def set_threads(backend, threads):
+    """Before the backend runs anything: what a user pinning the thread count would do."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif backend == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
+    elif hasattr(os, "sched_setaffinity"):  # XLA sizes its CPU pool from the usable cores
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            os.sched_setaffinity(0, cpus[:threads])
+
+
+class HandLoop(object):
+    """`steps(n)` runs n steps (one fit over n batches, or n train_on_batch calls): times in ns."""
+
+    def __init__(self, keras, batches, mode, lr, momentum):
+        layers = keras.layers
+        self.model = keras.Sequential([
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(10),
+        ])
+        self.model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=momentum),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        self.nhwc = [(x.reshape(-1, 28, 28, 1), y) for x, y in batches]  # its own data format
+        self.mode = mode
+        self.batch_size = len(batches[0][1])
+        self.times = []
+
+        class Timer(keras.callbacks.Callback):
+            def on_train_batch_begin(inner, batch, logs=None):
+                inner.t0 = time.perf_counter_ns()
+
+            def on_train_batch_end(inner, batch, logs=None):
+                self.times.append(time.perf_counter_ns() - inner.t0)
+
+        self.timer = Timer()
+
+    def steps(self, n):
+        import numpy as np
+
+        self.times = []
+        chosen = [self.nhwc[i % len(self.nhwc)] for i in range(n)]
+        if self.mode == "epoch":
+            x = np.concatenate([b[0] for b in chosen])
+            y = np.concatenate([b[1] for b in chosen])
+            self.model.fit(x, y, batch_size=self.batch_size, epochs=1, shuffle=False, verbose=0,
+                           callbacks=[self.timer])
+        else:
+            for x, y in chosen:
+                t = time.perf_counter_ns()
+                self.model.train_on_batch(x, y)
+                self.times.append(time.perf_counter_ns() - t)
+        return self.times
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backend", choices=sorted(ADAPTERS), default="tensorflow")
+    p.add_argument("--mode", choices=("step", "epoch"), default="step")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--steps", type=int, default=20, help="steps per block")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--vs-adapter", action="store_true")
+    args = p.parse_args()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(args.threads))  # as the harness's worker does
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = args.backend
+    import numpy as np
+
+    set_threads(args.backend, args.threads)
+    import keras
+
+    batches = load_batches(args.steps, args.batch_size, "float32")
+    runners, first, build = {}, {}, {}
+    t0 = time.perf_counter()
+    hand = HandLoop(keras, batches, args.mode, args.lr, 0.9)
+    build["hand"] = time.perf_counter() - t0
+    first["hand"] = hand.steps(1)[0] / 1e9  # tracing / jit compile included
+    runners["hand"] = hand.steps
+    flops = None
+    if args.vs_adapter:
+        sys.path.insert(0, REPO)
+        import backends.keras_backend as kb
+        from backends.base import TrainConfig, clock_ns
+        from models.spec import init_weights, load_spec
+
+        spec = load_spec("seed_convnet")
+        flops = spec.flops()["train"]
+        config = TrainConfig(threads=args.threads, batch_size=args.batch_size, lr=args.lr,
+                             mode=args.mode)
+        t0 = time.perf_counter()
+        adapter = getattr(kb, ADAPTERS[args.backend])(spec, config)
+        adapter.build()
+        adapter.set_weights(init_weights(spec, 0, "float32"))
+        build["adapter"] = time.perf_counter() - t0
+
+        def adapter_steps(n):  # as the harness runs it: train_epoch over n batches
+            times = []
+            chosen = [batches[i % len(batches)] for i in range(n)]
+            adapter.train_epoch(iter(chosen), lambda ns, loss: times.append(ns))
+            return times
+
+        first["adapter"] = adapter_steps(1)[0] / 1e9
+        runners["adapter"] = adapter_steps
+
+    for run in runners.values():  # warm-up
+        run(args.warmup)
+    times = dict((name, []) for name in runners)
+    names = list(runners)
+    for r in range(args.rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            times[name].extend(runners[name](args.steps))
+    out = {"loop": "keras_" + args.mode, "keras_backend": args.backend, "model": "seed_convnet",
+           "batch_size": args.batch_size, "threads": args.threads, "keras": keras.__version__,
+           "jit_compile": bool(hand.model.jit_compile), "steps_each": args.rounds * args.steps}
+    for name in names:
+        med = float(np.median(times[name])) / 1e6
+        out[name + "_median_step_ms"] = med
+        out[name + "_first_step_s"] = first[name]
+        out[name + "_build_s"] = build[name]
+        if flops:
+            out[name + "_gflops"] = flops * args.batch_size / (med * 1e-3) / 1e9
+    out["median_step_ms"] = out["hand_median_step_ms"]
+    if args.vs_adapter:
+        out["adapter_over_hand"] = out["adapter_median_step_ms"] / out["hand_median_step_ms"]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The hand-written TF2 custom training loop for seed_convnet, as TensorFlow's own guide writes it.
+
+"Writing a training loop from scratch": Keras layers for the model, a Keras optimizer and loss,
+one `@tf.function` train step with a `GradientTape`, and `for x, y in train_dataset` over a
+`tf.data.Dataset.from_tensor_slices(...).batch(128)` of NHWC arrays. A step is timed from fetching
+its batch to `float(loss)` (the sync point). It is the yardstick of the `tf` and `tf-xla` adapters
+(backends/tf_backend.py), which build the same network from the spec in tf.nn ops.
+
+    .tox/tf/bin/python benchmarks/hand_loops/tf_function_loop.py                 # the hand loop alone
+    PYTHONPATH=. .tox/tf/bin/python benchmarks/hand_loops/tf_function_loop.py --vs-adapter [--xla]
+
+prints one JSON object with the median step in ms (and GFLOP/s from models.spec flops when the repo
+is importable). --vs-adapter alternates blocks of steps of the hand loop and of the adapter (timed
+as the harness times train_step) in this one process, so both see the same machine state; --xla
+compiles both steps with XLA (jit_compile=True) and compares with the `tf-xla` adapter.
+"""
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+MNIST = os.environ.get("CONVBENCH_MNIST", "/work/shared/data/mnist")
+
+
+def load_batches(n_batches, batch_size, dtype):
+    """The first n_batches * batch_size MNIST training images (NCHW, [0, 1]) and labels."""
+    import numpy as np
+
+    n = n_batches * batch_size
+    path = os.path.join(MNIST, "train-images-idx3-ubyte.gz")
+    if os.path.exists(path):
+        with gzip.open(path) as f:
+            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+        with gzip.open(os.path.join(MNIST, "train-labels-idx1-ubyte.gz")) as f:
+            y = np.frombuffer(f.read(), np.uint8, offset=8)[:n].astype(np.int64)
+    else:  # no MNIST here: random data of its shape times the same
+        rng = np.random.RandomState(0)
+        x = rng.randint(0, 256, size=(n, 1, 28, 28)).astype(np.uint8)
+        y = rng.randint(0, 10, size=n).astype(np.int64)
+    x = (x / 255.0).astype(dtype)
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+
+class HandLoop(object):
+    """The guide's loop; `steps(n)` runs n steps and returns their times in ns."""
+
+    def __init__(self, tf, keras, x_nhwc, y, batch_size, lr, momentum, xla):
+        layers = keras.layers
+        self.model = keras.Sequential([
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(10),
+        ])
+        self.optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+
+        @tf.function(jit_compile=xla)
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = loss_fn(y, logits)
+            grads = tape.gradient(loss, model.trainable_weights)
+            optimizer.apply_gradients(zip(grads, model.trainable_weights))
+            return loss
+
+        self.train_step = train_step
+        self.dataset = tf.data.Dataset.from_tensor_slices((x_nhwc, y)).batch(batch_size)
+        self.iterator = iter(self.dataset.repeat())
+
+    def steps(self, n):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter_ns()
+            x, y = next(self.iterator)
+            float(self.train_step(x, y))
+            times.append(time.perf_counter_ns() - t)
+        return times
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--steps", type=int, default=20, help="steps per block")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--xla", action="store_true", help="jit_compile=True (vs the tf-xla adapter)")
+    p.add_argument("--vs-adapter", action="store_true")
+    args = p.parse_args()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(args.threads))  # as the harness's worker does
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras
+
+    batches = load_batches(args.steps, args.batch_size, "float32")
+    x_nhwc = np.concatenate([x for x, _ in batches]).reshape(-1, 28, 28, 1)  # its own data format
+    y_all = np.concatenate([y for _, y in batches])
+
+    runners, first, build = {}, {}, {}
+    t0 = time.perf_counter()
+    hand = HandLoop(tf, keras, x_nhwc, y_all, args.batch_size, args.lr, 0.9, args.xla)
+    build["hand"] = time.perf_counter() - t0
+    first["hand"] = hand.steps(1)[0] / 1e9
+    runners["hand"] = hand.steps
+    flops = None
+    if args.vs_adapter:
+        sys.path.insert(0, REPO)
+        from backends.base import TrainConfig, clock_ns
+        from backends.tf_backend import TfAdapter, TfXlaAdapter
+        from models.spec import init_weights, load_spec
+
+        spec = load_spec("seed_convnet")
+        flops = spec.flops()["train"]
+        config = TrainConfig(threads=args.threads, batch_size=args.batch_size, lr=args.lr)
+        t0 = time.perf_counter()
+        adapter = (TfXlaAdapter if args.xla else TfAdapter)(spec, config)
+        adapter.build()
+        adapter.set_weights(init_weights(spec, 0, "float32"))
+        build["adapter"] = time.perf_counter() - t0
+        t0 = clock_ns()
+        adapter.train_step(*batches[0])
+        first["adapter"] = (clock_ns() - t0) / 1e9
+
+        def adapter_steps(n):  # timed as the harness times it (Adapter.train_epoch)
+            times = []
+            for i in range(n):
+                x, y = batches[i % len(batches)]
+                t = clock_ns()
+                adapter.train_step(x, y)
+                times.append(clock_ns() - t)
+            return times
+
+        runners["adapter"] = adapter_steps
+
+    for run in runners.values():  # warm-up
+        run(args.warmup)
+    times = dict((name, []) for name in runners)
+    names = list(runners)
+    for r in range(args.rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            times[name].extend(runners[name](args.steps))
+    out = {"loop": "tf_function" + ("_xla" if args.xla else ""), "model": "seed_convnet",
+           "batch_size": args.batch_size, "threads": args.threads, "tensorflow": tf.__version__,
+           "keras": keras.__version__, "jit_compile": bool(args.xla),
+           "steps_each": args.rounds * args.steps}
+    for name in names:
+        med = float(np.median(times[name])) / 1e6
+        out[name + "_median_step_ms"] = med
+        out[name + "_first_step_s"] = first[name]  # tracing (+ XLA compile) included
+        out[name + "_build_s"] = build[name]
+        if flops:
+            out[name + "_gflops"] = flops * args.batch_size / (med * 1e-3) / 1e9
+    out["median_step_ms"] = out["hand_median_step_ms"]
+    if args.vs_adapter:
+        out["adapter_over_hand"] = out["adapter_median_step_ms"] / out["hand_median_step_ms"]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
