@@ -24,6 +24,9 @@ class Backend(NamedTuple):
     worker_env: Tuple[Tuple[str, str], ...] = ()  # extra environment variables for its worker
 
 
+TF_HINT = "tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)"
+TF_LEGACY_HINT = "tox -e tf_legacy --notest (tensorflow-cpu==2.15.1 with numpy<2, see tox.ini)"
+
 BACKENDS = {
     "numpy": Backend(
         name="numpy", target="backends.numpy_ref:NumpyReference", framework="NumPy (reference)",
@@ -44,44 +47,44 @@ BACKENDS = {
     "tf": Backend(
         name="tf", target="backends.tf_backend:TfAdapter", framework="TensorFlow",
         requires=("tensorflow",), env="tf",
-        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        install_hint=TF_HINT,
         description="tf.Variables + tf.nn ops, tf.function training step with GradientTape",
         worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
     "tf-xla": Backend(
         name="tf-xla", target="backends.tf_backend:TfXlaAdapter", framework="TensorFlow (XLA)",
         requires=("tensorflow",), env="tf",
-        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        install_hint=TF_HINT,
         description="the tf backend's step in tf.function(jit_compile=True), compiled by XLA",
         worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
     "keras": Backend(
         name="keras", target="backends.keras_backend:KerasAdapter", framework="Keras 3 (TensorFlow)",
         requires=("keras", "tensorflow"), env="tf",
-        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        install_hint=TF_HINT,
         description="keras.Sequential, compile + train_on_batch (step mode) or fit (epoch mode)",
         worker_env=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2"))),
     "keras-torch": Backend(
         name="keras-torch", target="backends.keras_backend:KerasTorchAdapter",
         framework="Keras 3 (PyTorch)", requires=("keras", "torch"), env="tf",
-        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        install_hint=TF_HINT,
         description="the keras backend's model and loop on Keras' torch backend",
         worker_env=(("KERAS_BACKEND", "torch"),)),
     "keras-jax": Backend(
         name="keras-jax", target="backends.keras_backend:KerasJaxAdapter",
         framework="Keras 3 (JAX)", requires=("keras", "jax"), env="tf",
-        install_hint="tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)",
+        install_hint=TF_HINT,
         description="the keras backend's model and loop on Keras' jax backend (XLA-jitted steps)",
         worker_env=(("KERAS_BACKEND", "jax"),)),
     "tf_layers": Backend(
         name="tf_layers", target="backends.tf_layers_backend:TfLayersAdapter",
         framework="TensorFlow 1.x graph (tf.compat.v1.layers)", requires=("tensorflow",),
         env="tf_legacy",
-        install_hint="tox -e tf_legacy --notest (tensorflow-cpu==2.15.1 with numpy<2, see tox.ini)",
+        install_hint=TF_LEGACY_HINT,
         description="tf.compat.v1.layers in a Graph, Session.run([train_op, loss], feed_dict) per step",
         worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
     "tf_estimator": Backend(
         name="tf_estimator", target="backends.tf_estimator_backend:TfEstimatorAdapter",
         framework="TensorFlow Estimator", requires=("tensorflow",), env="tf_legacy",
-        install_hint="tox -e tf_legacy --notest (tensorflow-cpu==2.15.1 with numpy<2, see tox.ini)",
+        install_hint=TF_LEGACY_HINT,
         description="tf.estimator.Estimator, model_fn of tf.compat.v1.layers, input_fn from the "
                     "harness's batches, step times from a SessionRunHook",
         worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),

@@ -17,35 +17,17 @@ prints one JSON object with the median step in ms (and GFLOP/s from models.spec 
 is importable).
 """
 import argparse
-import gzip
 import json
 import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import load_batches  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-MNIST = os.environ.get("CONVBENCH_MNIST", "/work/shared/data/mnist")
 ADAPTERS = {"tensorflow": "KerasAdapter", "torch": "KerasTorchAdapter", "jax": "KerasJaxAdapter"}
-
-
-def load_batches(n_batches, batch_size, dtype):
-    """The first n_batches * batch_size MNIST training images (NCHW, [0, 1]) and labels."""
-    import numpy as np
-
-    n = n_batches * batch_size
-    path = os.path.join(MNIST, "train-images-idx3-ubyte.gz")
-    if os.path.exists(path):
-        with gzip.open(path) as f:
-            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
-        with gzip.open(os.path.join(MNIST, "train-labels-idx1-ubyte.gz")) as f:
-            y = np.frombuffer(f.read(), np.uint8, offset=8)[:n].astype(np.int64)
-    else:  # no MNIST here: random data of its shape times the same
-        rng = np.random.RandomState(0)
-        x = rng.randint(0, 256, size=(n, 1, 28, 28)).astype(np.uint8)
-        y = rng.randint(0, 10, size=n).astype(np.int64)
-    x = (x / 255.0).astype(dtype)
-    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
 
 
 def set_threads(backend, threads):
