@@ -246,6 +246,8 @@ LAYER_CASES = OrderedDict([
     ("pool2_fused", [_conv(kernel=1, activation="relu"), {"kind": "maxpool2d", "size": 2}, FLAT]),
     ("pool2_fused_covered", [_conv(kernel=[2, 1], activation="relu"), {"kind": "maxpool2d", "size": 2},
                              FLAT]),
+    ("pool2_fused_nhwc", [PRE, _conv(kernel=[2, 1], activation="relu"),  # not window-major
+                          {"kind": "maxpool2d", "size": 2}, FLAT]),
     ("pool3s2_fused", [_conv(kernel=1, activation="relu"),
                        {"kind": "maxpool2d", "size": 3, "stride": 2}, FLAT]),
     ("pool3s2_unfused", [_conv(kernel=1), {"kind": "maxpool2d", "size": 3, "stride": 2}, FLAT]),
@@ -302,7 +304,7 @@ def test_conv_padding_cases_are_what_they_claim():
     assert spec.layers[1].padding_mode == "explicit" and spec.shapes[1] == (4, 9, 10)
 
 
-def test_relu_conv_before_pool_takes_the_fused_path():
+def test_conv_pool_cases_take_the_paths_they_claim():
     """The fused cases above really exercise MaxPool2D(fused_relu=True), the others don't."""
     fused = make_adapter(make_spec(LAYER_CASES["pool2_fused"]))
     assert fused.layers[0].activation == "linear" and fused.layers[1].fused_relu
@@ -310,6 +312,14 @@ def test_relu_conv_before_pool_takes_the_fused_path():
     assert not plain.layers[2].fused_relu
     tanh = make_adapter(make_spec(LAYER_CASES["pool2_unfused_tanh"]))
     assert tanh.layers[0].activation == "tanh" and not tanh.layers[1].fused_relu
+    # and both layouts between conv and pool are exercised: window-major below a tiling pool when
+    # the conv needs no input gradient, NHWC otherwise
+    assert fused.layers[0].window_major == (2, 2)
+    for case in ("pool3s2_fused", "pool_stride_gt_size"):
+        assert make_adapter(make_spec(LAYER_CASES[case])).layers[0].window_major is None
+    below = make_adapter(make_spec(LAYER_CASES["pool2_fused_nhwc"]))
+    assert below.layers[1].window_major is None and below.layers[1].need_input_grad
+    assert below.layers[2].fused_relu
 
 
 def test_finite_difference_check_can_fail():
