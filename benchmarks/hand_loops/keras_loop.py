@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_batches  # noqa: E402
+from common import add_step_summary, load_batches  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -158,16 +158,7 @@ def main():
     out = {"loop": "keras_" + args.mode, "keras_backend": args.backend, "model": "seed_convnet",
            "batch_size": args.batch_size, "threads": args.threads, "keras": keras.__version__,
            "jit_compile": bool(hand.model.jit_compile), "steps_each": args.rounds * args.steps}
-    for name in names:
-        med = float(np.median(times[name])) / 1e6
-        out[name + "_median_step_ms"] = med
-        out[name + "_first_step_s"] = first[name]
-        out[name + "_build_s"] = build[name]
-        if flops:
-            out[name + "_gflops"] = flops * args.batch_size / (med * 1e-3) / 1e9
-    out["median_step_ms"] = out["hand_median_step_ms"]
-    if args.vs_adapter:
-        out["adapter_over_hand"] = out["adapter_median_step_ms"] / out["hand_median_step_ms"]
+    add_step_summary(out, names, times, first, build, flops, args.batch_size, args.vs_adapter)
     print(json.dumps(out))
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_batches  # noqa: E402
+from common import add_step_summary, load_batches  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -141,16 +141,7 @@ def main():
            "batch_size": args.batch_size, "threads": args.threads, "tensorflow": tf.__version__,
            "keras": keras.__version__, "jit_compile": bool(args.xla),
            "steps_each": args.rounds * args.steps}
-    for name in names:
-        med = float(np.median(times[name])) / 1e6
-        out[name + "_median_step_ms"] = med
-        out[name + "_first_step_s"] = first[name]  # tracing (+ XLA compile) included
-        out[name + "_build_s"] = build[name]
-        if flops:
-            out[name + "_gflops"] = flops * args.batch_size / (med * 1e-3) / 1e9
-    out["median_step_ms"] = out["hand_median_step_ms"]
-    if args.vs_adapter:
-        out["adapter_over_hand"] = out["adapter_median_step_ms"] / out["hand_median_step_ms"]
+    add_step_summary(out, names, times, first, build, flops, args.batch_size, args.vs_adapter)
     print(json.dumps(out))
 
 
