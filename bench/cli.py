@@ -20,24 +20,21 @@ class UsageError(Exception):
     """A bad value the user gave: printed as one line, exit status 2."""
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a whole number, got %r" % text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1, got %d" % value)
-    return value
+def _int_at_least(minimum):
+    """argparse type: a whole number >= minimum, with a one-line error otherwise."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("must be a whole number, got %r" % text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError("must be >= %d, got %d" % (minimum, value))
+        return value
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a whole number, got %r" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0, got %d" % value)
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _positive_float(text):
