@@ -77,8 +77,11 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print):
         timer.start()
     result, garbage = None, []
     try:
-        proc.stdin.write(json.dumps(job).encode())
-        proc.stdin.close()
+        try:
+            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died before reading the job: what it printed still tells why
         for raw in proc.stdout:
             try:
                 message = json.loads(raw)
@@ -95,8 +98,6 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print):
     except KeyboardInterrupt:
         _kill(proc)
         raise
-    except BrokenPipeError:
-        proc.wait()
     finally:
         if timer:
             timer.cancel()

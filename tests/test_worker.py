@@ -56,7 +56,8 @@ def test_timeout_kills_the_worker():
 def test_garbage_on_the_channel_and_a_crash_are_reported(tmp_path, monkeypatch):
     # a fake interpreter: prints garbage where the protocol goes, then dies
     fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'Segmentation fault (core dumped) <garbage>'\n"
+    # it closes stdin first, so the job write hits a broken pipe (the race CI once lost)
+    fake.write_text("#!/bin/sh\nexec 0<&-\necho 'Segmentation fault (core dumped) <garbage>'\n"
                     "echo 'native crash detail' >&2\nexit 139\n")
     fake.chmod(0o755)
     backend = registry.Backend("fake", "x:Y", "Fake", (), "fakeenv", "nothing")
