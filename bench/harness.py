@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from backends.base import Adapter, clock_ns
+from bench import inject
 from bench.data import Mnist, batches, epoch_order, order_digest
 from models.spec import init_weights, weights_digest
 
@@ -47,6 +48,8 @@ def train(adapter, spec, config, data_dir, emit):
     y_test = mnist.test_labels[:n_test].astype(np.int64)
     data_s = time.time() - t0
 
+    faults = inject.active()
+    inject.wrap_adapter(adapter, faults)
     t0 = time.time()
     adapter.build()
     init = init_weights(spec, config.seed, config.dtype)
@@ -113,6 +116,7 @@ def train(adapter, spec, config, data_dir, emit):
 
     peak_device = adapter.device_peak_bytes()
     return {
+        "injected": faults or None,
         "timing": {
             "step_ns": step_ns,
             "first_step_ns": step_ns[0],
