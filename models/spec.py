@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import OrderedDict
 from typing import NamedTuple, Tuple
 
@@ -23,6 +24,9 @@ import numpy as np
 MODELS_DIR = os.path.dirname(os.path.abspath(__file__))
 ACTIVATIONS = ("relu", "tanh", "linear")
 LAYER_KINDS = ("conv2d", "maxpool2d", "dense", "dropout", "batchnorm", "flatten", "activation")
+#: the largest size, shape element count or tensor: frameworks index with int32
+MAX_SIZE = 2 ** 31 - 1
+LAYER_NAME = re.compile(r"[A-Za-z0-9_]+\Z")  # ASCII: every framework accepts it as an op name
 
 
 class SpecError(ValueError):
@@ -94,6 +98,9 @@ class ModelSpec(NamedTuple):
     init: str
     layers: tuple
     shapes: tuple  # output shape (without batch) after each layer
+    # the model's own training defaults ([training] table: (key, value) pairs), used where the
+    # user gives no flag; part of the run's config, not of the network (not in spec_hash)
+    training: tuple = ()
 
     # --- derived facts -------------------------------------------------------------------
     @property
@@ -168,14 +175,14 @@ class ModelSpec(NamedTuple):
         return OrderedDict([
             ("name", self.name), ("description", self.description), ("source", self.source),
             ("input_shape", list(self.input_shape)), ("num_classes", self.num_classes),
-            ("init", self.init), ("layers", layers)])
+            ("init", self.init), ("layers", layers), ("training", OrderedDict(self.training))])
 
     @property
     def spec_hash(self):
         """sha256 of what defines the network (not its description), first 16 hex digits."""
         d = self.to_dict()
-        d.pop("description")
-        d.pop("source")
+        for key in ("description", "source", "training"):
+            d.pop(key)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -231,6 +238,8 @@ class _Fields(object):
             self.fail(field, "must be an integer, got %r" % (v,))
         if v < minimum:
             self.fail(field, "must be >= %d, got %d" % (minimum, v))
+        if v > MAX_SIZE:
+            self.fail(field, "must be <= %d, got %d" % (MAX_SIZE, v))
         return v
 
     def pair(self, field, default=None, required=False, minimum=1):
@@ -244,15 +253,20 @@ class _Fields(object):
         for x in vals:
             if isinstance(x, bool) or not isinstance(x, int):
                 self.fail(field, "must be an integer or a list of two integers, got %r" % (v,))
-            if x < minimum:
-                self.fail(field, "must be >= %d, got %r" % (minimum, v))
+            if x < minimum or x > MAX_SIZE:
+                self.fail(field, "must be between %d and %d, got %r" % (minimum, MAX_SIZE, v))
         return vals
 
     def float(self, field, default=None, lo=None, hi=None, required=False):
         v = self.get(field, default, required)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             self.fail(field, "must be a number, got %r" % (v,))
-        v = float(v)
+        try:
+            v = float(v)  # an int too large for a float raises OverflowError
+        except OverflowError:
+            v = float("inf")
+        if not math.isfinite(v):
+            self.fail(field, "must be a finite number, got %r" % (v,))
         if lo is not None and not (v >= lo):
             self.fail(field, "must be >= %g, got %g" % (lo, v))
         if hi is not None and not (v < hi):
@@ -300,8 +314,8 @@ def _parse_layer(table, index, in_shape, counters, where):
              "batchnorm": "bn", "flatten": "flatten", "activation": "act"}[kind]
     counters[short] = counters.get(short, 0) + 1
     name = table.get("name", "%s%d" % (short, counters[short]))
-    if not isinstance(name, str) or not name.replace("_", "").isalnum():
-        raise SpecError("%s, field 'name': must be letters, digits and _, got %r" % (lw, name))
+    if not isinstance(name, str) or not LAYER_NAME.match(name):
+        raise SpecError("%s, field 'name': must be ASCII letters, digits and _, got %r" % (lw, name))
     lw = "%s, layer %d (%s '%s')" % (where, index, kind, name)
     f = _Fields(table, lw)
     spatial = len(in_shape) == 3
@@ -351,14 +365,24 @@ def _parse_layer(table, index, in_shape, counters, where):
         out = in_shape
     elif kind == "flatten":
         layer = Flatten(name)
-        out = (int(np.prod(in_shape)),)
+        out = (_size(in_shape),)
     else:
         layer = Activation(name, f.choice("function", ACTIVATIONS[:2], None))
         out = in_shape
     f.finish()
     if any(d < 1 for d in out):
         raise SpecError("%s: output shape %r collapses to nothing (input %r)" % (lw, out, in_shape))
+    if _size(out) > MAX_SIZE:
+        raise SpecError("%s: output shape %r has more than %d elements" % (lw, out, MAX_SIZE))
     return layer, out
+
+
+def _size(shape):
+    """Element count in exact integers (np.prod wraps around in int64)."""
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def spec_from_dict(data, where="<spec>"):
@@ -377,13 +401,16 @@ def spec_from_dict(data, where="<spec>"):
             top.fail(field, "must be a string")
     shape = top.get("input_shape", [1, 28, 28])
     if (not isinstance(shape, (list, tuple)) or len(shape) != 3
-            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)):
-        top.fail("input_shape", "must be three positive integers [C, H, W], got %r" % (shape,))
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)
+            or _size(shape) > MAX_SIZE):
+        top.fail("input_shape", "must be three positive integers [C, H, W] (at most %d "
+                 "elements), got %r" % (MAX_SIZE, shape))
     num_classes = top.int("num_classes", 10, minimum=2)
     init = top.choice("init", ("glorot_uniform", "he_normal"), "glorot_uniform")
     layers_data = top.get("layers", required=True)
     if not isinstance(layers_data, list) or not layers_data:
         top.fail("layers", "must be a non-empty list of [[layers]] tables")
+    training = _parse_training(top.get("training", {}), where)
     top.finish()
 
     layers, shapes, counters = [], [], {}
@@ -402,8 +429,40 @@ def spec_from_dict(data, where="<spec>"):
     if layers[-1].kind != "dense" or layers[-1].activation != "linear":
         raise SpecError("%s, layer %d (%s): the last layer must be a dense layer without activation "
                         "(its logits feed the softmax cross-entropy)" % (where, len(layers), layers[-1].name))
-    return ModelSpec(name, description, source, tuple(shape), num_classes, init, tuple(layers),
-                     tuple(shapes))
+    spec = ModelSpec(name, description, source, tuple(shape), num_classes, init, tuple(layers),
+                     tuple(shapes), training)
+    for pname, info in spec.params().items():
+        if _size(info.shape) > MAX_SIZE:
+            raise SpecError("%s: parameter %s of shape %r has more than %d elements"
+                            % (where, pname, info.shape, MAX_SIZE))
+    return spec
+
+
+TRAINING_OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")  # backends/base.py: OPTIMIZERS
+
+
+def _parse_training(table, where):
+    """The optional [training] table: a model's defaults for optimizer, lr, momentum, batch_size
+    and epochs, as sorted (key, value) pairs."""
+    if not isinstance(table, dict):
+        raise SpecError("%s, field 'training': must be a table, got %r" % (where, type(table).__name__))
+    f = _Fields(table, "%s, [training]" % where)
+    known = ("optimizer", "lr", "momentum", "batch_size", "epochs")
+    extra = sorted(set(table) - set(known))
+    if extra:
+        f.fail(extra[0], "unknown field (known: %s)" % ", ".join(known))
+    out = {}
+    if "optimizer" in table:
+        out["optimizer"] = f.choice("optimizer", TRAINING_OPTIMIZERS)
+    if "lr" in table:
+        out["lr"] = f.float("lr", lo=1e-12)
+    if "momentum" in table:
+        out["momentum"] = f.float("momentum", lo=0.0, hi=1.0)
+    if "batch_size" in table:
+        out["batch_size"] = f.int("batch_size", minimum=1)
+    if "epochs" in table:
+        out["epochs"] = f.int("epochs", minimum=1)
+    return tuple(sorted(out.items()))
 
 
 def load_spec(name_or_path):
@@ -416,13 +475,16 @@ def load_spec(name_or_path):
         if not os.path.exists(path):
             raise SpecError("unknown model %r (known: %s); or pass a path to a .toml spec"
                             % (name_or_path, ", ".join(list_models())))
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise SpecError("%s: no such spec file" % path)
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError("%s: not valid TOML: %s" % (path, exc))
+    except OSError as exc:
+        raise SpecError("%s: cannot read it (%s)" % (path, exc.strerror or exc))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: arrays nested thousands deep
+        raise SpecError("%s: not valid TOML: %s" % (path, exc if str(exc) else type(exc).__name__))
     return spec_from_dict(data, where=path)
 
 

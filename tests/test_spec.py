@@ -105,3 +105,26 @@ def test_init_weights_canonical_and_reproducible():
     assert (a["bn1.gamma"] == 1).all() and (a["bn1.running_var"] == 1).all()
     assert (a["conv1.bias"] == 0).all() and (a["bn1.running_mean"] == 0).all()
     assert init_weights(spec, 3, "float64")["conv1.weight"].dtype == np.float64
+
+
+DENSE10 = {"kind": "dense", "units": 10}
+
+
+def test_training_table_gives_defaults_but_is_not_part_of_the_network():
+    plain = _spec({"kind": "flatten"}, DENSE10)
+    tuned = _spec({"kind": "flatten"}, DENSE10, training={"lr": 0.05, "batch_size": 64,
+                                                          "optimizer": "adam"})
+    assert dict(tuned.training) == {"lr": 0.05, "batch_size": 64, "optimizer": "adam"}
+    assert tuned.spec_hash == plain.spec_hash  # same network, other training defaults
+    assert spec_from_dict(tuned.to_dict()) == tuned  # crosses to a worker intact
+    assert dict(load_spec("cntk_103d").training) == {"lr": 0.03, "batch_size": 64}
+
+
+@pytest.mark.parametrize("training, field", [
+    ({"lr": 0}, "lr"), ({"lr": "fast"}, "lr"), ({"momentum": 1.0}, "momentum"),
+    ({"batch_size": 0}, "batch_size"), ({"epochs": 1.5}, "epochs"),
+    ({"optimizer": "lbfgs"}, "optimizer"), ({"warmup": 3}, "warmup"), ("lr=0.1", "training"),
+])
+def test_bad_training_table_names_the_field(training, field):
+    with pytest.raises(SpecError, match="t.toml.*'%s'" % field):
+        _spec({"kind": "flatten"}, DENSE10, training=training)
