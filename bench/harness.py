@@ -36,8 +36,11 @@ def evaluate(adapter, x, y, batch_size):
     return total_loss / len(y), correct / float(len(y))
 
 
-def train(adapter, spec, config, data_dir, emit):
-    """Build, train and evaluate; return the worker's part of the record."""
+def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
+    """Build, train and evaluate; return the worker's part of the record.
+
+    faults: the injected faults for this worker (bench/inject.py; default: the unscoped ones);
+    raw_write(bytes): the protocol channel without framing, for the garbage fault."""
     t0 = time.time()
     mnist = Mnist(data_dir)
     n_train = config.limit_train or len(mnist.train_labels)
@@ -48,8 +51,8 @@ def train(adapter, spec, config, data_dir, emit):
     y_test = mnist.test_labels[:n_test].astype(np.int64)
     data_s = time.time() - t0
 
-    faults = inject.active()
-    inject.wrap_adapter(adapter, faults)
+    faults = inject.active() if faults is None else faults
+    inject.wrap_adapter(adapter, faults, raw_write)
     t0 = time.time()
     adapter.build()
     init = init_weights(spec, config.seed, config.dtype)

@@ -35,24 +35,40 @@ def append_record(path, record):
         os.close(fd)
 
 
-def read_records(path, problems=None):
-    """All valid records of a file; bad lines are skipped with a warning (and listed in problems)."""
-    records = []
-    if not os.path.exists(path):
-        return records
+def _no_constant(name):
+    raise ValueError("%s is not JSON (the writer never emits it)" % name)
+
+
+def numbered_records(path):
+    """(line number, record or None, why it is not a record) for every non-blank line of a file.
+
+    Strict JSON: NaN/Infinity, a non-object line or a line cut off by a crash is not a record."""
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = json.loads(raw, parse_constant=_no_constant)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
-            except ValueError as exc:
-                msg = "%s line %d: skipped, not a valid record (%s)" % (path, number, exc)
-                warnings.warn(msg)
-                if problems is not None:
-                    problems.append(msg)
+            except ValueError as exc:  # UnicodeDecodeError included
+                cut = "" if raw.endswith(b"\n") else ", cut off (no newline)"
+                yield number, None, "%s%s" % (exc, cut)
                 continue
-            records.append(record)
+            yield number, record, None
+
+
+def read_records(path, problems=None):
+    """All valid records of a file; bad lines are skipped with a warning (and listed in problems)."""
+    records = []
+    if not os.path.exists(path):
+        return records
+    for number, record, why in numbered_records(path):
+        if record is None:
+            msg = "%s line %d: skipped, not a valid record (%s)" % (path, number, why)
+            warnings.warn(msg)
+            if problems is not None:
+                problems.append(msg)
+            continue
+        records.append(record)
     return records

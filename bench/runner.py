@@ -3,27 +3,44 @@ enforce the timeout, and turn every way it can end into one outcome. Never impor
 """
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import tempfile
 import threading
 import time
 
-from bench import envs
+from bench import envs, inject
 
 STDERR_TAIL_LINES = 30
+MAX_LINE_BYTES = 64 * 2 ** 20  # a protocol line longer than this is garbage, not a record
+REASON_CHARS = 2000
+# how an allocation that hit RLIMIT_AS shows up: Python, C++, glibc, the frameworks' allocators
+MEMORY_SIGNS = re.compile(r"MemoryError|bad_alloc|[Cc]an(?:'|no)t allocate|[Oo]ut of memory|"
+                          r"[Uu]nable to allocate|[Ff]ailed to allocate")
 
 
 class WorkerOutcome(object):
     """How a worker ended: status ok|failed|timeout|unavailable|unsupported, payload, stderr tail."""
 
-    def __init__(self, status, payload=None, reason=None, stderr_tail="", wall_s=0.0, returncode=None):
+    def __init__(self, status, payload=None, reason=None, stderr_tail="", wall_s=0.0, returncode=None,
+                 injected=None):
         self.status = status
         self.payload = payload or {}
-        self.reason = reason
+        self.reason = _one_line(reason)
         self.stderr_tail = stderr_tail
         self.wall_s = wall_s
         self.returncode = returncode
+        self.injected = injected or None  # faults CONVBENCH_INJECT put into this worker
+
+
+def _one_line(reason):
+    """Reasons are one line (the CLI summary and the report show them): join and cap."""
+    if reason is None:
+        return None
+    text = " | ".join(part.strip() for part in str(reason).splitlines() if part.strip())
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "..."
 
 
 def _tail(path, lines=STDERR_TAIL_LINES):
@@ -46,24 +63,47 @@ def _describe_exit(code):
     return "exited with code %s" % code
 
 
-def run_worker(backend, job, threads, timeout_s, on_message=None, log=print):
+def _limit_memory(mb):
+    """preexec_fn: cap the worker's address space (RLIMIT_AS) at mb MiB."""
+    def apply():
+        limit = mb * 2 ** 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return apply
+
+
+def _lines(stream, cap=MAX_LINE_BYTES):
+    """The stream's lines; a line longer than cap comes out in cap-sized pieces (all garbage)."""
+    while True:
+        line = stream.readline(cap)
+        if not line:
+            return
+        yield line
+
+
+def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, memory_limit_mb=0):
     """Run one job in a fresh worker process; always returns a WorkerOutcome (never raises,
-    except KeyboardInterrupt, after the worker has been stopped)."""
+    except KeyboardInterrupt, after the worker has been stopped).
+
+    memory_limit_mb: when > 0, the worker's address space is capped there (RLIMIT_AS); an
+    allocation beyond it ends the job as `failed`, saying so."""
     t0 = time.time()
     try:
         python = envs.ensure_env(backend, log=log)
     except envs.EnvError as exc:
         return WorkerOutcome("unavailable", reason=str(exc))
     env = envs.worker_environment(backend, threads)
+    injected = inject.active(backend.name, environ=env)
     stderr_file = tempfile.NamedTemporaryFile(prefix="convbench-worker-", suffix=".stderr", delete=False)
     try:
         proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=envs.REPO, env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
-                                start_new_session=True)  # its own group: Ctrl-C is ours to relay
+                                start_new_session=True,  # its own group: Ctrl-C is ours to relay
+                                preexec_fn=_limit_memory(memory_limit_mb) if memory_limit_mb else None)
     except OSError as exc:
         stderr_file.close()
         os.unlink(stderr_file.name)
-        return WorkerOutcome("unavailable", reason="cannot start %s (%s)" % (python, exc))
+        return WorkerOutcome("unavailable", reason="cannot start %s (%s)" % (python, exc),
+                             injected=injected)
 
     timed_out = threading.Event()
 
@@ -82,13 +122,15 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print):
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died before reading the job: what it printed still tells why
-        for raw in proc.stdout:
+        for raw in _lines(proc.stdout):
             try:
                 message = json.loads(raw)
                 if not isinstance(message, dict) or "type" not in message:
                     raise ValueError("not a protocol message")
             except ValueError:
-                garbage.append(raw[:200].decode("utf-8", "replace").strip())
+                if not garbage:
+                    garbage.append(raw[:200].decode("utf-8", "replace").strip())
+                garbage.append(None)  # counted, not kept: a worker may spew megabytes
                 continue
             if message["type"] == "result":
                 result = message
@@ -97,6 +139,7 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print):
         proc.wait()
     except KeyboardInterrupt:
         _kill(proc)
+        proc.wait()  # reaped: no zombie, no orphan
         raise
     finally:
         if timer:
@@ -105,21 +148,38 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print):
         tail = _tail(stderr_file.name)
         os.unlink(stderr_file.name)
     wall = time.time() - t0
+    ended = dict(stderr_tail=tail, wall_s=wall, returncode=proc.returncode, injected=injected)
 
     if timed_out.is_set():
         return WorkerOutcome("timeout", reason="no result after %.0f s (the limit, --timeout); the "
-                             "worker was killed" % timeout_s, stderr_tail=tail, wall_s=wall,
-                             returncode=proc.returncode)
+                             "worker was killed" % timeout_s, **ended)
+    if garbage:
+        # only the worker writes the channel, in whole JSON lines: anything else means a corrupt
+        # process, and its result (if any) cannot be trusted
+        return WorkerOutcome("failed", reason="worker %s %s; its protocol channel carried %d "
+                             "unparseable line(s), first: %r%s" % (
+                                 _describe_exit(proc.returncode),
+                                 "with a result" if result else "without a result",
+                                 len(garbage) - 1, garbage[0],
+                                 "; the result was discarded" if result else ""), **ended)
     if result is None:
-        reason = "worker %s without a result" % _describe_exit(proc.returncode)
-        if garbage:
-            reason += "; its protocol channel carried %d unparseable line(s), first: %r" % (
-                len(garbage), garbage[0])
-        return WorkerOutcome("failed", reason=reason, stderr_tail=tail, wall_s=wall,
-                             returncode=proc.returncode)
-    status = result.get("status", "failed")
-    return WorkerOutcome(status, payload=result.get("record"), reason=result.get("reason"),
-                         stderr_tail=tail, wall_s=wall, returncode=proc.returncode)
+        outcome = WorkerOutcome("failed", reason="worker %s without a result"
+                                % _describe_exit(proc.returncode), **ended)
+    else:
+        outcome = WorkerOutcome(result.get("status", "failed"), payload=result.get("record"),
+                                reason=result.get("reason"), **ended)
+    return _blame_memory_limit(outcome, memory_limit_mb)
+
+
+def _blame_memory_limit(outcome, memory_limit_mb):
+    """A failure under --memory-limit-mb that shows an allocation failure says so, naming the fix."""
+    if not memory_limit_mb or outcome.status != "failed":
+        return outcome
+    if not MEMORY_SIGNS.search((outcome.reason or "") + "\n" + outcome.stderr_tail):
+        return outcome
+    outcome.reason = _one_line("exceeded the memory limit of %d MB (--memory-limit-mb %d; raise it, "
+                               "or 0 for none): %s" % (memory_limit_mb, memory_limit_mb, outcome.reason))
+    return outcome
 
 
 def _kill(proc):

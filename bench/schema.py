@@ -2,8 +2,6 @@
 import json
 import os
 
-from bench.results import read_records
-
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "record.schema.json")
 
 
@@ -23,16 +21,21 @@ def record_problems(record, validator=None):
 
 
 def validate_file(path):
-    """(number of valid records, list of problems) for a results file."""
+    """(number of valid records, list of problems, each naming its line) for a results file."""
+    from bench.results import numbered_records
+
     problems = []
-    records = read_records(path, problems=problems)
     validator = _validator()
     valid = 0
-    for record in records:
+    for number, record, why in numbered_records(path):
+        if record is None:
+            problems.append("line %d: not a valid record (%s)" % (number, why))
+            continue
         found = record_problems(record, validator)
         if found:
-            problems.append("record %s (%s/%s): %s" % (record.get("run_id"), record.get("backend"),
-                                                      record.get("model"), "; ".join(found[:5])))
+            problems.append("line %d: record %s (%s/%s): %s" % (
+                number, record.get("run_id"), record.get("backend"), record.get("model"),
+                "; ".join(found[:5])))
         else:
             valid += 1
     return valid, problems

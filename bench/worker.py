@@ -27,6 +27,21 @@ def _open_channel():
     return os.fdopen(channel_fd, "w", 1)
 
 
+class _Emitter(object):
+    """emit(message): one JSON line on the channel; raw(bytes): unframed (the garbage fault)."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def __call__(self, message):
+        self.channel.write(json.dumps(_jsonable(message)) + "\n")
+        self.channel.flush()
+
+    def raw(self, data):
+        self.channel.flush()
+        os.write(self.channel.fileno(), data)
+
+
 def _jsonable(value):
     """Make NumPy scalars/arrays and NaN/inf safe for strict JSON."""
     import numpy as np
@@ -55,15 +70,14 @@ def _software():
 def run_job(job, emit):
     from backends import registry
     from backends.base import TrainConfig, Unavailable, Unsupported
+    from bench import inject
     from models.spec import spec_from_dict
 
     try:
         backend = registry.get(job["backend"])
-        try:
-            adapter_cls = registry.load_adapter_class(backend)
-        except ImportError as exc:
-            return {"type": "result", "status": "unavailable",
-                    "reason": "cannot import %s (%s); fix: %s" % (backend.framework, exc, backend.install_hint)}
+        faults = inject.active(backend.name)
+        inject.block_imports(backend, faults)
+        adapter_cls = registry.load_adapter_class(backend)
 
         if job["kind"] == "train":
             from bench import harness
@@ -71,7 +85,8 @@ def run_job(job, emit):
             spec = spec_from_dict(job["spec"])
             config = TrainConfig.from_dict(job["config"])
             adapter = adapter_cls(spec, config)
-            part = harness.train(adapter, spec, config, job.get("data_dir"), emit)
+            part = harness.train(adapter, spec, config, job.get("data_dir"), emit, faults=faults,
+                                 raw_write=getattr(emit, "raw", None))
             part["environment"] = adapter.environment()
             part["environment"].update(_software())
             adapter.close()
@@ -92,6 +107,11 @@ def run_job(job, emit):
             return {"type": "result", "status": "ok", "record": {"arrays_out": job["arrays_out"],
                                                                 "software": _software()}}
         raise ValueError("unknown job kind %r" % job.get("kind"))
+    except ImportError as exc:
+        # adapters import their framework lazily (in build), so this can come from either place
+        traceback.print_exc()
+        return {"type": "result", "status": "unavailable",
+                "reason": "cannot import %s (%s); fix: %s" % (backend.framework, exc, backend.install_hint)}
     except Unavailable as exc:
         return {"type": "result", "status": "unavailable", "reason": str(exc)}
     except Unsupported as exc:
@@ -104,11 +124,7 @@ def run_job(job, emit):
 
 def main():
     channel = _open_channel()
-
-    def emit(message):
-        channel.write(json.dumps(_jsonable(message)) + "\n")
-        channel.flush()
-
+    emit = _Emitter(channel)
     emit({"type": "hello", "pid": os.getpid(), "python": platform.python_version()})
     job = json.loads(sys.stdin.read())
     emit(run_job(job, emit))

@@ -21,3 +21,59 @@ def pytest_generate_tests(metafunc):
         for n in names:
             registry.get(n)  # an unknown name is an error, not an empty run
         metafunc.parametrize("backend_name", names)
+
+
+import pytest  # noqa: E402
+
+
+# --- the fault suite's figures: filled by tests/test_faults.py, printed after the run ----------
+
+FAULT_LEDGER = pytest.StashKey()
+
+
+class FaultLedger(object):
+    """One row per injected fault, from what the test observed in the results file."""
+
+    COLUMNS = ("fault injected", "records expected", "records found", "records lost",
+               "corrupted files")
+
+    def __init__(self):
+        self.rows = []
+        self.notes = []
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def add(self, fault, expected, found, corrupted):
+        row = (fault, expected, found, max(0, expected - found), corrupted)
+        self.rows.append(row)
+        return row
+
+    def table(self):
+        rows = [self.COLUMNS] + [tuple(str(v) for v in r) for r in self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.COLUMNS))]
+        fmt = lambda r: "  ".join(  # noqa: E731
+            (v.ljust(w) if i == 0 else v.rjust(w)) for i, (v, w) in enumerate(zip(r, widths)))
+        total = ("total", sum(r[1] for r in self.rows), sum(r[2] for r in self.rows),
+                 sum(r[3] for r in self.rows), sum(r[4] for r in self.rows))
+        lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)]
+        lines += [fmt(r) for r in rows[1:]]
+        lines += ["  ".join("-" * w for w in widths), fmt(tuple(str(v) for v in total))]
+        return lines
+
+
+@pytest.fixture(scope="session")
+def fault_ledger(request):
+    ledger = request.config.stash.setdefault(FAULT_LEDGER, FaultLedger())
+    return ledger
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    ledger = config.stash.get(FAULT_LEDGER, None)
+    if ledger is None or not (ledger.rows or ledger.notes):
+        return
+    terminalreporter.write_sep("=", "fault suite: records under injected faults")
+    for line in ledger.table():
+        terminalreporter.write_line(line)
+    for note in ledger.notes:
+        terminalreporter.write_line(note)
