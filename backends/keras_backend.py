@@ -63,7 +63,8 @@ from collections import OrderedDict
 import numpy as np
 
 from backends.base import Adapter, Unavailable, Unsupported, clock_ns
-from backends.tf_backend import TfLayout, check_tf_device, nchw_to_nhwc, set_tf_threads, tf_environment
+from backends.tf_backend import (TfLayout, check_tf_device, nchw_to_nhwc, set_tf_threads,
+                                 tf_device_peak_bytes, tf_environment, tf_gpu_details)
 
 
 class KerasAdapter(Adapter):
@@ -97,11 +98,18 @@ class KerasAdapter(Adapter):
             if note:
                 notes["threads_note"] = note
             self.tf_device = check_tf_device(tf, cfg.device)
+            if cfg.device == "cpu" and tf.config.list_physical_devices("GPU"):
+                # Keras places on the GPU by default: hide it (before TF's runtime starts)
+                try:
+                    tf.config.set_visible_devices([], "GPU")
+                except RuntimeError as exc:
+                    notes["device_note"] = "could not hide the GPU: %s" % exc
         elif self.keras_backend == "torch":
             import torch
             if cfg.device == "cuda" and not torch.cuda.is_available():
-                raise Unavailable("--device cuda asked, but torch.cuda.is_available() is False "
-                                  "(the tf env installs the CPU build of torch); run with --device cpu")
+                raise Unavailable("no CUDA device: torch.cuda.is_available() is False (the tf env "
+                                  "installs the CPU build of torch); run on a GPU machine with a "
+                                  "CUDA build of torch, or with --device cpu")
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
                 try:
@@ -116,6 +124,8 @@ class KerasAdapter(Adapter):
                 if cfg.threads < len(cpus):
                     os.sched_setaffinity(0, cpus[:cfg.threads])
                     notes["cpu_affinity"] = cpus[:cfg.threads]
+            if cfg.device == "cpu" and "jax" not in sys.modules:
+                os.environ["JAX_PLATFORMS"] = "cpu"  # Keras' jax backend uses the default device
             import jax
             if cfg.dtype == "float64":
                 jax.config.update("jax_enable_x64", True)
@@ -123,8 +133,9 @@ class KerasAdapter(Adapter):
                 try:
                     jax.devices("gpu")
                 except RuntimeError as exc:
-                    raise Unavailable("--device cuda asked, but JAX has no GPU backend (%s; the tf "
-                                      "env installs CPU-only jaxlib); run with --device cpu" % exc)
+                    raise Unavailable("no CUDA device: jax.devices('gpu') failed (%s; the tf env "
+                                      "installs the CPU-only jaxlib); run on a GPU machine with "
+                                      "jax[cuda12], or with --device cpu" % str(exc).splitlines()[0])
         return notes
 
     # -- build -----------------------------------------------------------------------------------
@@ -286,6 +297,21 @@ class KerasAdapter(Adapter):
         out = self.model.predict_on_batch(nchw_to_nhwc(x, self.np_dtype))
         return np.asarray(out)
 
+    def device_peak_bytes(self):
+        """Peak device memory of the backend framework's allocator (None on the CPU)."""
+        if self.config.device != "cuda":
+            return None
+        if self.keras_backend == "tensorflow":
+            import tensorflow as tf
+            return tf_device_peak_bytes(tf, self.tf_device)
+        if self.keras_backend == "torch":
+            import torch
+            return int(torch.cuda.max_memory_allocated())
+        import jax
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+        return None if peak is None else int(peak)
+
     def environment(self):
         keras, be = self.keras, self.keras_backend
         info = {"framework": "keras", "framework_version": keras.__version__,
@@ -298,6 +324,7 @@ class KerasAdapter(Adapter):
             info["backend_version"] = tf.__version__
             info["device_name"] = self.tf_device
             info.update(tf_environment(tf))
+            info.update(tf_gpu_details(tf, self.tf_device))
         elif be == "torch":
             import torch
             info["backend_version"] = torch.__version__

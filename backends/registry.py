@@ -74,6 +74,12 @@ BACKENDS = {
         install_hint=TF_HINT,
         description="the keras backend's model and loop on Keras' jax backend (XLA-jitted steps)",
         worker_env=(("KERAS_BACKEND", "jax"),)),
+    "jax": Backend(
+        name="jax", target="backends.jax_backend:JaxAdapter", framework="JAX (Flax NNX + optax)",
+        requires=("jax", "flax", "optax"), env="jax",
+        install_hint="tox -e jax --notest (jax==0.10.2, flax==0.12.8, optax==0.2.8; see tox.ini)",
+        description="flax.nnx.Sequential built from the spec, optax, one jax.jit step over the "
+                    "nnx.split state"),
     "tf_layers": Backend(
         name="tf_layers", target="backends.tf_layers_backend:TfLayersAdapter",
         framework="TensorFlow 1.x graph (tf.compat.v1.layers)", requires=("tensorflow",),

@@ -116,11 +116,29 @@ def check_tf_device(tf, device):
     if device == "cuda":
         gpus = tf.config.list_physical_devices("GPU")
         if not gpus:
-            raise Unavailable("--device cuda asked, but TensorFlow sees no GPU "
-                              "(tf.config.list_physical_devices('GPU') is empty; the tf env installs "
-                              "the CPU-only tensorflow-cpu wheel); run with --device cpu")
+            raise Unavailable("no CUDA device: tf.config.list_physical_devices('GPU') is empty "
+                              "(TensorFlow %s; the tf env installs the CPU-only tensorflow-cpu "
+                              "wheel); run on a GPU machine with tensorflow[and-cuda], or with "
+                              "--device cpu" % tf.__version__)
         return "/GPU:0"
     return "/CPU:0"
+
+
+def tf_device_peak_bytes(tf, tf_device):
+    """Peak bytes of TF's allocator on the GPU (None on the CPU)."""
+    if not tf_device.startswith("/GPU"):
+        return None
+    return int(tf.config.experimental.get_memory_info(tf_device.lstrip("/"))["peak"])
+
+
+def tf_gpu_details(tf, tf_device):
+    """GPU name and compute capability as TF reports them ({} on the CPU)."""
+    if not tf_device.startswith("/GPU"):
+        return {}
+    gpus = tf.config.list_physical_devices("GPU")
+    details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+    return {"gpu_name": details.get("device_name", ""),
+            "compute_capability": details.get("compute_capability")}
 
 
 # --- the adapter --------------------------------------------------------------------------------
@@ -292,6 +310,9 @@ class TfAdapter(Adapter):
         return OrderedDict((name, self.layout.from_tf(name, var.numpy()))
                            for name, var in self.vars.items())
 
+    def device_peak_bytes(self):
+        return tf_device_peak_bytes(self.tf, self.tf_device)
+
     def environment(self):
         tf = self.tf
         info = {"framework": "tensorflow", "framework_version": tf.__version__,
@@ -299,6 +320,7 @@ class TfAdapter(Adapter):
                 "jit_compile": bool(self.jit_compile),
                 "idiom": "tf.Module-style variables + tf.nn ops, tf.function + GradientTape"}
         info.update(tf_environment(tf))
+        info.update(tf_gpu_details(tf, self.tf_device))
         if self.thread_note:
             info["threads_note"] = self.thread_note
         return info

@@ -21,9 +21,13 @@ class TorchAdapter(Adapter):
         self.torch = torch
         cfg = self.config
         if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise Unavailable("--device cuda asked, but torch.cuda.is_available() is False "
-                              "(no GPU or a CPU-only torch build); run with --device cpu")
+            raise Unavailable("no CUDA device: torch.cuda.is_available() is False (torch %s, CUDA "
+                              "build: %s); run on a GPU machine with a CUDA build of torch, or with "
+                              "--device cpu" % (torch.__version__, torch.version.cuda or "no"))
         self.device = torch.device(cfg.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dtype = getattr(torch, cfg.dtype)
@@ -119,6 +123,8 @@ class TorchAdapter(Adapter):
         loss = self.loss_fn(self.model(tx), ty)
         loss.backward()
         self.optimizer.step()
+        if self.cuda:  # the timer stops when this returns: the update's kernels must be done
+            self.torch.cuda.synchronize(self.device)
         return loss.item()  # .item() waits for the device: the timing sync point
 
     def predict(self, x):
@@ -127,7 +133,7 @@ class TorchAdapter(Adapter):
             return self.model(self._input(x)).cpu().numpy()
 
     def device_peak_bytes(self):
-        if self.device.type == "cuda":
+        if self.cuda:
             return int(self.torch.cuda.max_memory_allocated(self.device))
         return None
 

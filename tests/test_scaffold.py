@@ -1,0 +1,95 @@
+"""`convbench new-backend NAME`, as a new user runs it, on a COPY of the repo (the real tree is
+never touched): the skeleton and its registry entry make the conformance suite run on the new
+backend at once, with no test edits, and fail clearly on the first method still to write."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bench import data, scaffold
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COPIED = ("backends", "bench", "models", "tests", "pyproject.toml")
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scaffold") / "repo"
+    root.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for name in COPIED:
+        src = os.path.join(REPO, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, str(root / name), ignore=ignore)
+        else:
+            shutil.copy(src, str(root / name))
+    return root
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the copy's packages, not the real tree's
+    env["CONVBENCH_DATA"] = data.resolve_data_dir(download=False)  # ../shared is not beside the copy
+    return env
+
+
+def run_in(root, *args, timeout=600):
+    return subprocess.run([sys.executable] + list(args), cwd=str(root), env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=timeout)
+
+
+def test_class_name():
+    assert scaffold.class_name("foo") == "FooAdapter"
+    assert scaffold.class_name("my_fw2") == "MyFw2Adapter"
+
+
+def test_new_backend_writes_skeleton_and_registry_entry(repo_copy):
+    before = (repo_copy / "backends" / "registry.py").read_text()
+    proc = run_in(repo_copy, "-m", "bench", "new-backend", "foo")
+    assert proc.returncode == 0, proc.stderr
+    module = repo_copy / "backends" / "foo_backend.py"
+    assert module.exists() and str(module) in proc.stdout
+    assert "tests/test_conformance.py --backends foo" in proc.stdout
+    text = module.read_text()
+    for method in ("build", "set_weights", "get_weights", "train_step", "predict", "environment"):
+        assert "def %s(" % method in text and "docs/adding-a-backend.md#%s" % method in text
+    after = (repo_copy / "backends" / "registry.py").read_text()
+    assert after.startswith(before[:before.index("BACKENDS = {")])  # nothing else moved
+    check = run_in(repo_copy, "-c", "from backends import registry; b = registry.get('foo'); "
+                                    "print(b.target, b.env, registry.load_adapter_class(b).__name__)")
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.split() == ["backends.foo_backend:FooAdapter", "base", "FooAdapter"]
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("foo", "backend 'foo' already exists"),      # written by the test above
+    ("torch", "backend 'torch' already exists"),
+    ("Foo-Bar", "invalid backend name 'Foo-Bar'"),
+    ("9lives", "invalid backend name '9lives'"),
+])
+def test_refuses_taken_or_invalid_names(repo_copy, name, expect):
+    registry_before = (repo_copy / "backends" / "registry.py").read_text()
+    listing_before = sorted(os.listdir(str(repo_copy / "backends")))
+    proc = run_in(repo_copy, "-m", "bench", "new-backend", name)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (repo_copy / "backends" / "registry.py").read_text() == registry_before
+    assert sorted(os.listdir(str(repo_copy / "backends"))) == listing_before
+
+
+@pytest.mark.slow
+def test_conformance_suite_runs_on_the_skeleton_and_fails_clearly(repo_copy):
+    if not (repo_copy / "backends" / "foo_backend.py").exists():
+        assert run_in(repo_copy, "-m", "bench", "new-backend", "foo").returncode == 0
+    proc = run_in(repo_copy, "-m", "pytest", "tests/test_conformance.py", "--backends", "foo",
+                  "-x", "-q", "-p", "no:cacheprovider", "-k", "seed_convnet-float32", timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out  # tests ran and failed (not a collection error, not a skip)
+    assert "1 failed" in out, out
+    assert "NotImplementedError: FooAdapter.build() is not written yet: see " \
+           "docs/adding-a-backend.md#build" in out, out
