@@ -1,6 +1,7 @@
 """pytest-benchmark timings of the NumPy reference on seed_convnet, batch 128, float32.
 
-Not part of the default test run (benchmarks/ is outside testpaths). Run explicitly:
+A plain `pytest` runs each of these once, untimed, as a smoke test (benchmarks/conftest.py);
+`pytest --benchmark-only` times them with the rest. Run them alone:
 
     .venv/bin/python -m pytest benchmarks/bench_numpy_ref.py --benchmark-columns=min,median,iqr
 
