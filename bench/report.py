@@ -16,8 +16,9 @@ import pandas as pd
 from bench import metrics
 from bench.results import read_records
 
-# what makes two records comparable; the newest record per key is the one reported
-GROUP_KEYS = ("model", "device", "batch_size", "optimizer", "dtype", "threads", "mode")
+# what makes two runs comparable (the configuration); the report also splits by machine
+CONFIG_KEYS = ("model", "device", "batch_size", "optimizer", "dtype", "threads", "mode")
+GROUP_KEYS = ("machine",) + CONFIG_KEYS
 ROW_KEY = GROUP_KEYS + ("backend",)
 
 COLUMNS = [
@@ -36,7 +37,13 @@ def _flatten(record):
     env = record.get("environment") or {}
     steady = metrics.steady_steps_ns(record) / 1e6
     lo, hi = metrics.bootstrap_median_ci(steady) if len(steady) else (None, None)
+    repeat = record.get("repeat") or {}
+    sweep = record.get("sweep") or {}
     return {
+        "machine": machine_label(record),
+        "session_id": record.get("session_id"),
+        "repeat_index": repeat.get("index"), "sweep_id": sweep.get("id"),
+        "injected": ", ".join("%s=%s" % kv for kv in sorted((record.get("injected") or {}).items())),
         "model": record.get("model"), "device": record.get("device"),
         "batch_size": c.get("batch_size"), "optimizer": c.get("optimizer"), "dtype": c.get("dtype"),
         "threads": record.get("threads"), "mode": c.get("mode", "step"),
@@ -55,13 +62,64 @@ def _flatten(record):
     }
 
 
-def latest_rows(records):
-    """One row per (group, backend): the newest record of each."""
+def machine_label(record):
+    """Which machine a record was measured on: hostname, CPU model and cores."""
+    m = record.get("machine") or {}
+    return "%s (%s, %s cores)" % (m.get("hostname") or "?", m.get("cpu_model") or "unknown CPU",
+                                  m.get("cores") or "?")
+
+
+def _pooled(rows):
+    """One row from the records of one backend's newest session (several when --repeat N)."""
+    if len(rows) == 1:
+        row = rows.iloc[0].copy()
+        row["acc_sd"], row["n_runs"] = None, 1
+        return row
+    ok = rows[rows.status == "ok"]
+    row = (ok if len(ok) else rows).sort_values("time").iloc[-1].copy()
+    row["n_runs"] = len(rows)
+    if ok.empty:
+        row["acc_sd"] = None
+        return row
+    # statistics over every repeat's steady steps; accuracy as mean and spread over the repeats
+    steady = np.concatenate([metrics.steady_steps_ns(r) / 1e6 for r in ok._record])
+    row["status"] = "ok" if len(ok) == len(rows) else "ok %d of %d" % (len(ok), len(rows))
+    row["median_ms"] = float(np.median(steady))
+    row["ci_lo"], row["ci_hi"] = metrics.bootstrap_median_ci(steady)
+    row["iqr_ms"] = float(np.percentile(steady, 75) - np.percentile(steady, 25))
+    scale = ok.median_ms.iloc[-1] / row["median_ms"]  # throughput figures follow the pooled median
+    for col in ("images_per_s", "gflops", "pct_peak"):
+        row[col] = ok[col].iloc[-1] * scale if ok[col].iloc[-1] is not None else None
+    row["test_acc"] = float(ok.test_acc.mean())
+    row["acc_sd"] = float(ok.test_acc.std(ddof=1)) if len(ok) > 1 else None
+    for col in ("first_step_ms", "peak_rss_mb", "t98", "t99"):
+        row[col] = ok[col].median()
+    return row
+
+
+def _frame(records):
+    df = pd.DataFrame([_flatten(r) for r in records])
+    return df.astype({"time": str})
+
+
+def latest_rows(records, include_sweeps=False):
+    """One row per (machine, configuration, backend): that backend's newest session there; the
+    repeats of a `--repeat N` session are pooled into that row. Sweep records are left to the
+    sweep section unless include_sweeps."""
     if not records:
         return pd.DataFrame(columns=[k for k, _ in COLUMNS])
-    df = pd.DataFrame([_flatten(r) for r in records])
-    df = df.sort_values("time").drop_duplicates(subset=list(ROW_KEY), keep="last")
-    fastest = df[df.status == "ok"].groupby(list(GROUP_KEYS), dropna=False)["median_ms"].transform("min")
+    df = _frame(records)
+    if not include_sweeps:
+        df = df[df.sweep_id.isna()]
+    if df.empty:
+        return df
+    rows = []
+    for _, same in df.groupby(list(ROW_KEY), dropna=False, sort=False):
+        newest = same.sort_values("time").session_id.iloc[-1]
+        rows.append(_pooled(same[same.session_id == newest]))
+    df = pd.DataFrame(rows)
+    fastest = df[df.status.str.startswith("ok")].groupby(
+        list(GROUP_KEYS), dropna=False)["median_ms"].transform("min")
     df["ratio"] = df["median_ms"] / fastest
     return df.sort_values(list(GROUP_KEYS) + ["median_ms"], na_position="last")
 
@@ -77,8 +135,10 @@ def _fmt(value, digits=2):
 def _display_table(group):
     out = pd.DataFrame({
         "backend": group.backend, "framework": group.framework, "version": group.version,
-        "status": group.status,
-        "test acc": group.test_acc.map(lambda v: _fmt(v, 4)),
+        "status": [_status_mark(st, inj) for st, inj in zip(group.status, group.injected)],
+        "runs": group.n_runs,
+        "test acc": [_fmt(v, 4) + ((" ± %.4f" % sd) if sd is not None and sd == sd else "")
+                     for v, sd in zip(group.test_acc, group.acc_sd)],
         "median step ms": group.median_ms.map(_fmt),
         "95% CI ms": [("%s-%s" % (_fmt(lo), _fmt(hi))) if lo == lo and lo is not None else ""
                       for lo, hi in zip(group.ci_lo, group.ci_hi)],
@@ -96,10 +156,16 @@ def _display_table(group):
     return out.reset_index(drop=True)
 
 
+def _status_mark(status, injected):
+    """ok stays plain; anything else is upper-cased so it stands out; injected faults are named."""
+    mark = status if status.startswith("ok") else status.upper()
+    return mark + (" (injected: %s)" % injected if injected else "")
+
+
 def _group_title(key):
-    model, device, batch, opt, dtype, threads, mode = key
-    return "%s on %s: batch %s, %s, %s, %s thread(s), %s mode" % (
-        model, device, batch, opt, dtype, threads, mode)
+    machine, model, device, batch, opt, dtype, threads, mode = key
+    return "%s on %s: batch %s, %s, %s, %s thread(s), %s mode — %s" % (
+        model, device, batch, opt, dtype, threads, mode, machine)
 
 
 def _figure_png(fig):
@@ -116,7 +182,7 @@ def _plots(group):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = group[group.status == "ok"]
+    ok = group[group.status.str.startswith("ok")]
     plots = {}
     if ok.empty:
         return plots
@@ -163,6 +229,71 @@ def _plots(group):
     ax.legend(fontsize=8)
     plots["memory"] = _figure_png(fig)
     return plots
+
+
+SWEEP_AXES = (("batch_size", "batch size"), ("threads", "threads"))
+MAX_SWEEPS_SHOWN = 5
+
+
+def _sweep_rows(records):
+    """{sweep id: pooled rows (one per backend and swept point)}, newest sweeps last."""
+    df = _frame(records)
+    df = df[df.sweep_id.notna()]
+    sweeps = {}
+    for sweep_id, same in sorted(df.groupby("sweep_id"), key=lambda kv: kv[1].time.max()):
+        keys = ["backend", "model", "batch_size", "threads"]
+        rows = pd.DataFrame([_pooled(g) for _, g in same.groupby(keys, dropna=False, sort=False)])
+        sweeps[sweep_id] = rows.sort_values(keys)
+    return dict(list(sweeps.items())[-MAX_SWEEPS_SHOWN:])
+
+
+def _sweep_table(rows):
+    return pd.DataFrame({
+        "backend": rows.backend, "model": rows.model, "batch size": rows.batch_size,
+        "threads": rows.threads, "status": [_status_mark(st, inj) for st, inj in zip(rows.status, rows.injected)],
+        "runs": rows.n_runs, "median step ms": rows.median_ms.map(_fmt),
+        "IQR ms": rows.iqr_ms.map(_fmt), "images/s": rows.images_per_s.map(lambda v: _fmt(v, 0)),
+        "ms per image": (rows.median_ms / rows.batch_size).map(lambda v: _fmt(v, 3)),
+        "test acc": rows.test_acc.map(lambda v: _fmt(v, 4)),
+        "reason": rows.reason.map(lambda r: r if len(r) < 160 else r[:157] + "..."),
+    }).reset_index(drop=True)
+
+
+def _sweep_plot(rows):
+    """Step time and throughput against each swept value, one line per backend (and other axis)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    ok = rows[rows.status.str.startswith("ok")]
+    swept = [(col, label) for col, label in SWEEP_AXES if ok[col].nunique() > 1]
+    if ok.empty or not swept:
+        return None
+    fig, axes = plt.subplots(len(swept), 2, figsize=(10, 3.3 * len(swept)), squeeze=False)
+    for (col, label), (ax_t, ax_x) in zip(swept, axes):
+        others = [c for c, _ in SWEEP_AXES if c != col]
+        for key, line in ok.groupby(["backend"] + others, sort=True):
+            line = line.sort_values(col)
+            name = key[0] + "".join(", %s %s" % (c, v) for c, v in zip(others, key[1:])
+                                    if ok[c].nunique() > 1)
+            ax_t.plot(line[col], line.median_ms, "o-", label=name)
+            ax_x.plot(line[col], line.images_per_s, "o-", label=name)
+        for ax, ylabel in ((ax_t, "median step, ms"), (ax_x, "images / s")):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(ok[col].unique()))
+            ax.set_xticklabels([str(v) for v in sorted(ok[col].unique())])
+            ax.set_xlabel(label)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        ax_t.set_yscale("log")
+        ax_t.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax_t.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax_t.set_title("Step time against %s" % label)
+        ax_x.set_title("Throughput against %s" % label)
+        ax_x.legend(fontsize=8)
+    fig.tight_layout()
+    return _figure_png(fig)
 
 
 def _context_lines(records):
@@ -212,8 +343,9 @@ METHODOLOGY = """\
 """
 
 
-def build_report(records):
-    """(markdown text, html text, {png name: bytes}) for a list of records."""
+def build_report(records, microbench_dir=None):
+    """(markdown text, html text, {png name: bytes}) for a list of records; the micro-benchmark
+    section is built from the pytest-benchmark JSON files in microbench_dir when it exists."""
     df = latest_rows(records)
     md = ["# convbench report", "",
           "Generated from %d record(s); the newest record per backend and configuration is shown." % len(records),
@@ -244,6 +376,26 @@ def build_report(records):
             body.append("<img alt='%s' src='data:image/png;base64,%s'>"
                         % (html.escape(name), base64.b64encode(png).decode()))
         md.append("")
+    for sweep_id, rows in _sweep_rows(records).items():
+        title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
+                                         machine_label(rows._record.iloc[-1]))
+        table = _sweep_table(rows)
+        md += ["## " + title, "", table.to_markdown(index=False), ""]
+        body += ["<h2>%s</h2>" % html.escape(title),
+                 table.to_html(index=False, escape=True, classes="results sortable", border=0, na_rep="")]
+        png = _sweep_plot(rows)
+        if png:
+            fname = "sweep_%s.png" % sweep_id
+            pngs[fname] = png
+            md += ["![sweep](report_files/%s)" % fname, ""]
+            body.append("<img alt='sweep %s' src='data:image/png;base64,%s'>"
+                        % (html.escape(sweep_id), base64.b64encode(png).decode()))
+    if microbench_dir:
+        from bench import microbench
+
+        micro_md, micro_html = microbench.section(microbench_dir)
+        md += [micro_md] if micro_md else []
+        body += [micro_html] if micro_html else []
     if records:
         ctx = _context_lines(records)
         md += ["## Machine and software", ""] + ["- " + line for line in ctx] + [""]
@@ -254,7 +406,7 @@ def build_report(records):
 
 
 def _speed_target(group):
-    ok = group[group.status == "ok"].set_index("backend")
+    ok = group[group.status.str.startswith("ok")].set_index("backend")
     if "numpy" in ok.index and "torch" in ok.index:
         r = ok.loc["numpy", "median_ms"] / ok.loc["torch", "median_ms"]
         return ("NumPy reference / PyTorch median step: %.2fx (target <= 2x: %s)"
@@ -271,7 +423,7 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table.results{border-collapse:collapse;font-size:13px;margin:1em 0}
 table.results th,table.results td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
 table.results th{cursor:pointer;background:#f3f3f3;position:sticky;top:0}
-table.results td:nth-child(-n+4){text-align:left}
+table.results td:nth-child(-n+4),table.results td:last-child{text-align:left}
 img{display:block;margin:.5em 0;max-width:100%%}
 pre.method{white-space:pre-wrap;background:#f8f8f8;padding:1em}
 </style></head><body>
@@ -303,7 +455,8 @@ def write_report(results_path, out_dir=None):
     """Regenerate report.md, report.html and report_files/*.png beside the results (or in out_dir)."""
     records = read_records(results_path)
     out_dir = out_dir or os.path.dirname(os.path.abspath(results_path))
-    md, page, pngs = build_report(records)
+    microbench_dir = os.path.join(os.path.dirname(os.path.abspath(results_path)), "microbench")
+    md, page, pngs = build_report(records, microbench_dir if os.path.isdir(microbench_dir) else None)
     files_dir = os.path.join(out_dir, "report_files")
     os.makedirs(files_dir, exist_ok=True)
     for name in os.listdir(files_dir):

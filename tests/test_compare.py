@@ -1,0 +1,207 @@
+"""`convbench compare` end to end on real runs: a made 20% slowdown of one backend is a significant
+regression (exit 1), an unchanged backend and an unchanged rerun are not (exit 0).
+
+The two sides of each comparison run side by side: two `convbench run` processes at once, one
+thread each, both pinned to the same CPU (as `taskset -c N` would). On a small machine shared with
+other work the load changes from one minute to the next and differs between cores, so two runs made
+a minute apart, or at once on different cores, really do differ by 10-15% at times, which compare
+rightly reports. Side by side on one core, both get the same share of the same CPU, and what is
+left between them is the injected slowdown (or nothing)."""
+import contextlib
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import compare as cmp
+from bench.cli import main
+from bench.inject import ENV_VAR
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# one thread per worker: on a small shared machine a 2-thread worker's step times swing far more;
+# 64 steps a backend (58 steady): enough for the test, short enough that the pair stays in step
+SMALL = ["--limit-train", "4096", "--limit-test", "200", "--batch-size", "64", "--threads", "1",
+         "--no-report"]
+CPU = max(os.sched_getaffinity(0))  # the one CPU both sides of a pair share
+SLOWED, UNCHANGED = "torch", "numpy"
+
+pytestmark = pytest.mark.slow
+
+
+def _env(inject):
+    env = dict(os.environ)
+    env.pop(ENV_VAR, None)
+    if inject:
+        env[ENV_VAR] = inject
+    return env
+
+
+def convbench(*args, inject=None):
+    return subprocess.run([sys.executable, "-m", "bench"] + [str(a) for a in args], cwd=REPO,
+                          env=_env(inject), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=600)
+
+
+def compare(*args):
+    """`convbench compare ARGS` through the CLI's main() in this process (the runs are the slow
+    part; one test also runs the real command): an object like a finished subprocess."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["compare"] + [str(a) for a in args])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def side_by_side(*jobs):
+    """Run `convbench run` jobs [(results path, inject or None)] at the same time on one CPU
+    (their workers inherit it); all must pass."""
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", "run", "--backend", "numpy,torch",
+                               "--results", str(path)] + SMALL, cwd=REPO, env=_env(inject),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              preexec_fn=lambda: os.sched_setaffinity(0, {CPU}))
+             for path, inject in jobs]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+
+
+def records(path):
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def marks(stdout):
+    """{backend: mark} from the printed table (the mark is the first column, blank when none)."""
+    out = {}
+    for line in stdout.splitlines():
+        tokens = line.split()
+        for i in (0, 1):
+            if len(tokens) > i + 1 and tokens[i] in ("numpy", "torch") and tokens[i + 1] == "seed_convnet":
+                out[tokens[i]] = tokens[0] if i == 1 else ""
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("compare")
+    paths = {k: d / ("%s.jsonl" % k) for k in ("base", "rerun", "a", "b")}
+    # an unchanged job twice: the unchanged rerun, and the baseline the slowdown is sized from
+    side_by_side((paths["base"], None), (paths["rerun"], None))
+    base = np.mean([r["summary"]["median_step_ms"] for k in ("base", "rerun")
+                    for r in records(paths[k]) if r["backend"] == SLOWED])
+    sleep_ms = 0.2 * base  # a 20% slowdown of the measured median step
+    # A unchanged beside B with the fault scoped to one backend's worker
+    side_by_side((paths["a"], None), (paths["b"], "%s:step_sleep_ms=%.3f" % (SLOWED, sleep_ms)))
+    assert [bool(r["injected"]) for r in records(paths["b"])] == [n == SLOWED for n in ("numpy", "torch")]
+    # one results file holding everything, for the id look-ups
+    paths["all"] = d / "all.jsonl"
+    paths["all"].write_text("".join(paths[k].read_text() for k in ("base", "rerun", "a", "b")))
+    return dict(paths, sleep_ms=sleep_ms, dir=d)
+
+
+def test_slowdown_of_one_backend_is_a_significant_regression(runs):
+    proc = convbench("compare", runs["a"], runs["b"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert marks(proc.stdout) == {SLOWED: "+", UNCHANGED: ""}, proc.stdout
+    assert "1 significant regression(s)" in proc.stdout
+    assert "B injected step_sleep_ms=" in proc.stdout  # an injected figure says so
+    table, only_a, only_b = cmp.compare(records(runs["a"]), records(runs["b"]))
+    row = table.set_index("backend").loc[SLOWED]
+    assert row["ratio"] > 1.10 and row["p"] < 0.05 and row["mark"] == "+"
+    assert only_a == only_b == []
+    # a looser threshold than the slowdown: significant but not past it, so no mark, exit 0
+    proc = compare(runs["a"], runs["b"], "--threshold", "2")
+    assert proc.returncode == 0 and marks(proc.stdout)[SLOWED] == "", proc.stdout
+    # swapped, the slowdown is an improvement, and improvements never fail the comparison
+    proc = compare(runs["b"], runs["a"], "--markdown")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert marks(proc.stdout.replace("|", " ")) == {SLOWED: "-", UNCHANGED: ""}, proc.stdout
+    assert "|----" in proc.stdout.replace(":", "-")  # a Markdown table
+
+
+def test_unchanged_rerun_and_self_comparison_are_not_marked(runs):
+    proc = compare(runs["a"], runs["a"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert marks(proc.stdout) == {"numpy": "", "torch": ""}, proc.stdout
+    assert "0 significant regression(s), 0 significant improvement(s)" in proc.stdout
+    # the unchanged rerun, by session ids looked up in --results: nothing marked (noise alone must
+    # not pass both the significance test and the 10% threshold)
+    session_base, session_rerun = (records(runs[k])[0]["session_id"] for k in ("base", "rerun"))
+    proc = compare(session_base, session_rerun, "--results", runs["all"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert marks(proc.stdout) == {"numpy": "", "torch": ""}, proc.stdout
+    assert "A: session %s" % session_base in proc.stdout
+    session_a = records(runs["a"])[0]["session_id"]
+    # the slowed session by id regresses just as the file did
+    session_b = records(runs["b"])[0]["session_id"]
+    proc = compare(session_a, session_b, "--results", runs["all"])
+    assert proc.returncode == 1 and marks(proc.stdout) == {SLOWED: "+", UNCHANGED: ""}, proc.stdout
+    # a run id, by a unique prefix: one record against the session it ran beside
+    unchanged = [r for r in records(runs["rerun"]) if r["backend"] == UNCHANGED][0]
+    proc = compare(session_base, unchanged["run_id"][:8], "--results", runs["all"])
+    assert proc.returncode == 0 and "run %s" % unchanged["run_id"] in proc.stdout, proc.stderr
+    assert marks(proc.stdout) == {UNCHANGED: ""}, proc.stdout
+    assert "only in A: " in proc.stdout and SLOWED in proc.stdout.split("only in A: ")[1]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["nosuchid", "{a}"], "neither a results file nor a session or run id"),
+    (["{dir}/missing.jsonl", "{a}"], "no results file"),
+    (["{a}", "{b}", "--threshold", "0.5"], "--threshold must be >= 1"),
+])
+def test_usage_errors_are_one_line_exit_2(runs, args, expect):
+    args = [x.format(**{k: str(v) for k, v in runs.items()}) for x in args]
+    proc = compare(*args, "--results", runs["all"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and expect in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_nothing_in_common_is_a_usage_error(runs):
+    numpy_c, torch_c = [[r for r in records(runs["rerun"]) if r["backend"] == n][0] for n in ("numpy", "torch")]
+    proc = compare(numpy_c["run_id"], torch_c["run_id"], "--results", runs["all"])
+    assert proc.returncode == 2 and "no backend and configuration in common" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_failed_backend_is_listed_with_its_status_not_compared(runs):
+    # a real failure: the worker is killed at its second step (as the OOM killer would)
+    f = runs["dir"] / "failed.jsonl"
+    proc = convbench("run", "--backend", "numpy", "--results", f, *SMALL, inject="kill_at_step=2")
+    assert proc.returncode == 1
+    assert [r["status"] for r in records(f)] == ["failed"]
+    proc = compare(runs["a"], f)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # a failure is not a timing regression
+    assert marks(proc.stdout) == {"numpy": "!"}
+    line = [l for l in proc.stdout.splitlines() if l.startswith("!")][0]
+    assert "ok -> failed" in line and "B failed: worker killed" in line, proc.stdout
+
+
+def test_different_machine_or_network_is_not_comparable(runs):
+    a, b = records(runs["a"]), records(runs["b"])
+    other = copy.deepcopy(b)
+    for r in other:
+        r["machine"] = dict(r["machine"], cpu_model="Another CPU", hostname="elsewhere")
+    table, _, _ = cmp.compare(a, other)
+    assert set(table["mark"]) == {"x"}  # even the slowed backend: different machines never count
+    assert all("different machine" in n for n in table["note"])
+    # another host name alone (a fresh CI container) is the same hardware: compared, and noted
+    for r in other:
+        r["machine"] = dict(b[0]["machine"], hostname="ci-container-2")
+    table, _, _ = cmp.compare(a, other)
+    assert dict(zip(table["backend"], table["mark"])) == {SLOWED: "+", UNCHANGED: ""}
+    assert all("host %s -> ci-container-2" % a[0]["machine"]["hostname"] in n for n in table["note"])
+    other = copy.deepcopy(a)
+    for r in other:
+        r["spec_hash"] = "0" * 16
+        r["config"]["lr"] = 0.01
+    table, _, _ = cmp.compare(a, other)
+    assert set(table["mark"]) == {"x"}
+    assert all("different network" in n and "lr 0.1 vs 0.01" in n for n in table["note"])
