@@ -23,7 +23,8 @@ def new_session_context(threads):
             "machine": mach, "threads": budget}
 
 
-def build_record(backend, spec, config, session, outcome):
+def build_record(backend, spec, config, session, outcome, extra=None):
+    """extra: fields set last (a sweep's `sweep`, `repeat`, `executor`; bench/sweep.py)."""
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": uuid.uuid4().hex[:12],
@@ -45,19 +46,23 @@ def build_record(backend, spec, config, session, outcome):
         "reason": outcome.reason,
         "wall_s": round(outcome.wall_s, 3),
         "stderr_tail": outcome.stderr_tail if outcome.status != "ok" else "",
+        "injected": outcome.injected,  # also on records of workers that died of their fault
     }
     if outcome.status == "ok":
         record.update(outcome.payload)
     record["summary"] = metrics.summarize(record) if outcome.status == "ok" else {}
+    record.update({"sweep": None, "repeat": None, "executor": {"kind": "local"}})
+    record.update(extra or {})
     return record
 
 
 def run_backend(backend, spec, config, session, data_dir, timeout_s, results_path,
-                on_message=None, log=print):
+                on_message=None, log=print, memory_limit_mb=0, extra=None):
     """Run one backend's job, append its record (whatever happened) and return it."""
     job = {"kind": "train", "backend": backend.name, "spec": spec.to_dict(),
            "config": config.to_dict(), "data_dir": data_dir}
-    outcome = run_worker(backend, job, config.threads, timeout_s, on_message=on_message, log=log)
-    record = build_record(backend, spec, config, session, outcome)
+    outcome = run_worker(backend, job, config.threads, timeout_s, on_message=on_message, log=log,
+                         memory_limit_mb=memory_limit_mb)
+    record = build_record(backend, spec, config, session, outcome, extra=extra)
     results.append_record(results_path, record)
     return record
