@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from bench import data, inject
 from bench.schema import validate_file
 from models.spec import LAYER_KINDS, ModelSpec, SpecError, load_spec, spec_from_dict
+from procs import TAG_VAR, tagged_processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64",
@@ -42,7 +43,7 @@ def _env(inject_spec=None, tag=None):
     if inject_spec:
         env[inject.ENV_VAR] = inject_spec
     if tag:
-        env["CONVBENCH_TEST_TAG"] = tag  # inherited by the workers: finds them (and orphans)
+        env[TAG_VAR] = tag  # inherited by the workers: finds them (and orphans)
     return env
 
 
@@ -61,25 +62,6 @@ def _read(path):
 
 def _records(path):
     return [json.loads(line) for line in _read(path).decode().splitlines() if line.strip()]
-
-
-def _tagged_processes(tag):
-    """pid -> cmdline of live processes started under this test tag (zombies excluded)."""
-    found = {}
-    needle = ("CONVBENCH_TEST_TAG=%s" % tag).encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as fh:
-                if needle not in fh.read().split(b"\0"):
-                    continue
-            with open("/proc/%s/stat" % pid) as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-            with open("/proc/%s/cmdline" % pid, "rb") as fh:
-                found[int(pid)] = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:  # gone meanwhile, or not ours
-            continue
-    return found
 
 
 def account(ledger, fault, path, before, expected_new, bad_lines=()):
@@ -166,7 +148,7 @@ def test_one_faulty_worker_one_record_the_others_still_run(
     summary = _summary_line(proc.stderr)
     assert summary.startswith("convbench: 1 of 2 backend(s) did not finish ok: %s %s ("
                               % (faulty, status)), summary
-    assert _tagged_processes(tag) == {}, "a worker outlived convbench"
+    assert tagged_processes(tag) == {}, "a worker outlived convbench"
 
 
 def test_ctrl_c_stops_the_worker_keeps_complete_records(tmp_path, fault_ledger):
@@ -189,8 +171,8 @@ def test_ctrl_c_stops_the_worker_keeps_complete_records(tmp_path, fault_ledger):
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "1 complete record(s) kept" in err and "Traceback" not in err
-    assert not os.path.exists("/proc/%d" % worker) or worker not in _tagged_processes(tag)
-    assert _tagged_processes(tag) == {}, "a worker outlived convbench"
+    assert not os.path.exists("/proc/%d" % worker) or worker not in tagged_processes(tag)
+    assert tagged_processes(tag) == {}, "a worker outlived convbench"
     account(fault_ledger, "Ctrl-C (SIGINT) mid-run", path, b"", expected_new=1)
     assert [(r["backend"], r["status"]) for r in _records(path)] == [("numpy", "ok")]
 
@@ -224,7 +206,7 @@ def _wait_for_torch_worker(proc, path, tag, timeout=120):
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
         if _read(path).count(b"\n") == 1:
-            workers = [pid for pid, cmd in _tagged_processes(tag).items() if "bench.worker" in cmd]
+            workers = [pid for pid, cmd in tagged_processes(tag).items() if "bench.worker" in cmd]
             if workers:
                 return workers[0]
         time.sleep(0.2)

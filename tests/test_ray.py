@@ -26,11 +26,11 @@ import uuid
 import pytest
 
 from bench.schema import validate_file
+from procs import TAG_VAR, tagged_processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--backend", "numpy", "--threads", "1", "--limit-train", "1024", "--limit-test", "200",
          "--warmup-steps", "1", "--no-report"]
-TAG_VAR = "CONVBENCH_TEST_TAG"
 
 #: what may differ between a job's record from the local executor and from Ray. Everything else
 #: (config, spec hash, every step's loss, every evaluation's accuracy and loss, data digests,
@@ -105,25 +105,6 @@ def _free_ports(n, taken):
             return block
 
 
-def _tagged(tag):
-    """pid -> cmdline of live processes carrying the tag in their environment."""
-    found = {}
-    needle = ("%s=%s" % (TAG_VAR, tag)).encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as fh:
-                if needle not in fh.read().split(b"\0"):
-                    continue
-            with open("/proc/%s/stat" % pid) as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-            with open("/proc/%s/cmdline" % pid, "rb") as fh:
-                found[int(pid)] = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            pass
-    return found
-
-
 def _ppid(pid):
     with open("/proc/%d/stat" % pid) as fh:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
@@ -186,15 +167,15 @@ class Cluster(object):
                     os.killpg(pgid, sig)
                 except (ProcessLookupError, PermissionError):
                     pass
-            for pid in _tagged(self.tag):
+            for pid in tagged_processes(self.tag):
                 try:
                     os.kill(pid, sig)
                 except (ProcessLookupError, PermissionError):
                     pass
             deadline = time.time() + wait
-            while _tagged(self.tag) and time.time() < deadline:
+            while tagged_processes(self.tag) and time.time() < deadline:
                 time.sleep(0.2)
-            if not _tagged(self.tag):
+            if not tagged_processes(self.tag):
                 return
 
 
@@ -207,7 +188,7 @@ def cluster(tmp_path_factory):
         yield c
     finally:
         c.stop()
-        assert _tagged(c.tag) == {}, "a Ray process outlived the test cluster"
+        assert tagged_processes(c.tag) == {}, "a Ray process outlived the test cluster"
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -256,7 +237,7 @@ def test_ray_sweep_every_record_once_with_its_node_and_equal_to_local(cluster, t
 def _find_job_worker(cluster, deadline):
     """(Ray worker pid, benchmark worker pid) of a job running on the cluster."""
     while time.time() < deadline:
-        procs = _tagged(cluster.tag)
+        procs = tagged_processes(cluster.tag)
         for pid, cmd in procs.items():
             if "bench.worker" in cmd:
                 try:
@@ -301,9 +282,9 @@ def test_killed_ray_worker_gives_one_record_retried_or_failed(cluster, tmp_path)
             assert "Ray" in r["reason"] and "\n" not in r["reason"]
     # the killed task's benchmark process does not outlive it for long: its pipe is gone
     deadline = time.time() + 30
-    while bench_worker in _tagged(cluster.tag) and time.time() < deadline:
+    while bench_worker in tagged_processes(cluster.tag) and time.time() < deadline:
         time.sleep(0.2)
-    assert bench_worker not in _tagged(cluster.tag), "the orphaned benchmark worker kept running"
+    assert bench_worker not in tagged_processes(cluster.tag), "the orphaned benchmark worker kept running"
 
 
 def test_ctrl_c_on_the_driver_cancels_the_jobs_and_keeps_what_was_written(cluster, tmp_path):
@@ -328,9 +309,9 @@ def test_ctrl_c_on_the_driver_cancels_the_jobs_and_keeps_what_was_written(cluste
     written = records_of(path) if os.path.exists(path) else []
     assert len(written) < 2 and all(r["status"] == "ok" for r in written)
     deadline = time.time() + 20
-    while time.time() < deadline and any("bench.worker" in c for c in _tagged(cluster.tag).values()):
+    while time.time() < deadline and any("bench.worker" in c for c in tagged_processes(cluster.tag).values()):
         time.sleep(0.2)
-    assert not any("bench.worker" in c for c in _tagged(cluster.tag).values()), \
+    assert not any("bench.worker" in c for c in tagged_processes(cluster.tag).values()), \
         "a benchmark worker outlived the cancelled sweep"
 
 

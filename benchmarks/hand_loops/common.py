@@ -38,3 +38,42 @@ def add_step_summary(out, names, times_ns, first_s, build_s, flops, batch_size, 
     if vs_adapter:
         out["adapter_over_hand"] = out["adapter_median_step_ms"] / out["hand_median_step_ms"]
     return out
+
+
+def adapter_step_runner(adapter, batches):
+    """steps(n) -> per-step ns of n adapter.train_step calls, timed as the harness times them."""
+    from backends.base import clock_ns
+
+    def steps(n):
+        times = []
+        for i in range(n):
+            x, y = batches[i % len(batches)]
+            t = clock_ns()
+            adapter.train_step(x, y)
+            times.append(clock_ns() - t)
+        return times
+    return steps
+
+
+def interleave(runners, warmup, rounds, steps):
+    """Warm every runner up, then alternate blocks of `steps` steps for `rounds` rounds (the order
+    flips each round), so each side sees the same machine state; returns {name: [step ns]}."""
+    for run in runners.values():
+        run(warmup)
+    times = dict((name, []) for name in runners)
+    names = list(runners)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            times[name].extend(runners[name](steps))
+    return times
+
+
+def add_loop_arguments(p, rounds=10, steps=20):
+    """The options every interleaved hand loop takes."""
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--steps", type=int, default=steps, help="steps per block")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--vs-adapter", action="store_true")

@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_step_summary, load_batches  # noqa: E402
+from common import adapter_step_runner, add_loop_arguments, add_step_summary, interleave, load_batches  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -82,14 +82,8 @@ class HandLoop(object):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
     # short blocks (10 steps, 20 rounds): on a shared machine the load changes within seconds
-    p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--steps", type=int, default=10, help="steps per block")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--vs-adapter", action="store_true")
+    add_loop_arguments(p, rounds=20, steps=10)
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))  # as the harness's worker does
@@ -141,24 +135,9 @@ def main():
         first_loss["adapter"] = adapter.train_step(*batches[0])
         first["adapter"] = (clock_ns() - t0) / 1e9
 
-        def adapter_steps(n):  # timed as the harness times it (Adapter.train_epoch)
-            times = []
-            for i in range(n):
-                x, y = batches[i % len(batches)]
-                t = clock_ns()
-                adapter.train_step(x, y)
-                times.append(clock_ns() - t)
-            return times
+        runners["adapter"] = adapter_step_runner(adapter, batches)
 
-        runners["adapter"] = adapter_steps
-
-    for run in runners.values():  # warm-up
-        run(args.warmup)
-    times = dict((name, []) for name in runners)
-    names = list(runners)
-    for r in range(args.rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            times[name].extend(runners[name](args.steps))
+    times = interleave(runners, args.warmup, args.rounds, args.steps)
     import flax
     out = {"loop": "jax_jit", "model": "seed_convnet", "batch_size": args.batch_size,
            "threads": args.threads, "jax": jax.__version__, "optax": optax.__version__,

@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_step_summary, load_batches  # noqa: E402
+from common import add_loop_arguments, add_step_summary, interleave, load_batches  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -98,13 +98,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backend", choices=sorted(ADAPTERS), default="tensorflow")
     p.add_argument("--mode", choices=("step", "epoch"), default="step")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--steps", type=int, default=20, help="steps per block")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--vs-adapter", action="store_true")
+    add_loop_arguments(p)
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))  # as the harness's worker does
@@ -148,13 +142,7 @@ def main():
         first["adapter"] = adapter_steps(1)[0] / 1e9
         runners["adapter"] = adapter_steps
 
-    for run in runners.values():  # warm-up
-        run(args.warmup)
-    times = dict((name, []) for name in runners)
-    names = list(runners)
-    for r in range(args.rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            times[name].extend(runners[name](args.steps))
+    times = interleave(runners, args.warmup, args.rounds, args.steps)
     out = {"loop": "keras_" + args.mode, "keras_backend": args.backend, "model": "seed_convnet",
            "batch_size": args.batch_size, "threads": args.threads, "keras": keras.__version__,
            "jit_compile": bool(hand.model.jit_compile), "steps_each": args.rounds * args.steps}
