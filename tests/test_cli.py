@@ -166,3 +166,15 @@ def test_notebook_runs_on_the_records(small_run, monkeypatch):
                    resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}).execute()
     table = nb.cells[2].outputs[0]["data"]["text/plain"]
     assert "numpy" in table and "torch" in table
+
+
+def test_model_training_defaults_apply_unless_a_flag_is_given(tmp_path):
+    """cntk_103d's [training] lr is used where no --lr is given; a flag always wins."""
+    results = str(tmp_path / "runs.jsonl")
+    tiny = ["--backend", "numpy", "--model", "cntk_103d", "--results", results, "--no-report",
+            "--limit-train", "128", "--limit-test", "100", "--warmup-steps", "0"]
+    assert convbench("run", *tiny).returncode == 0
+    assert convbench("run", "--lr", "0.02", "--batch-size", "32", *tiny).returncode == 0
+    configs = [json.loads(l)["config"] for l in open(results)]
+    assert [(c["lr"], c["batch_size"]) for c in configs] == [(0.03, 64), (0.02, 32)]
+    assert {c["momentum"] for c in configs} == {0.9}  # not in its table: the suite's default
