@@ -143,7 +143,7 @@ def main():
            "threads": args.threads, "jax": jax.__version__, "optax": optax.__version__,
            "flax": flax.__version__, "steps_each": args.rounds * args.steps,
            "first_loss": first_loss}  # same weights and batch with --vs-adapter: the same number
-    add_step_summary(out, names, times, first, build, flops, args.batch_size, args.vs_adapter)
+    add_step_summary(out, list(runners), times, first, build, flops, args.batch_size, args.vs_adapter)
     print(json.dumps(out))
 
 

@@ -146,7 +146,7 @@ def main():
     out = {"loop": "keras_" + args.mode, "keras_backend": args.backend, "model": "seed_convnet",
            "batch_size": args.batch_size, "threads": args.threads, "keras": keras.__version__,
            "jit_compile": bool(hand.model.jit_compile), "steps_each": args.rounds * args.steps}
-    add_step_summary(out, names, times, first, build, flops, args.batch_size, args.vs_adapter)
+    add_step_summary(out, list(runners), times, first, build, flops, args.batch_size, args.vs_adapter)
     print(json.dumps(out))
 
 

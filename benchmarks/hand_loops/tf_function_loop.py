@@ -120,7 +120,7 @@ def main():
            "batch_size": args.batch_size, "threads": args.threads, "tensorflow": tf.__version__,
            "keras": keras.__version__, "jit_compile": bool(args.xla),
            "steps_each": args.rounds * args.steps}
-    add_step_summary(out, names, times, first, build, flops, args.batch_size, args.vs_adapter)
+    add_step_summary(out, list(runners), times, first, build, flops, args.batch_size, args.vs_adapter)
     print(json.dumps(out))
 
 
