@@ -115,7 +115,7 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
     if timer:
         timer.daemon = True
         timer.start()
-    result, garbage = None, []
+    result, first_garbage, garbage_lines = None, None, 0
     try:
         try:
             proc.stdin.write(json.dumps(job).encode())
@@ -127,10 +127,10 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
                 message = json.loads(raw)
                 if not isinstance(message, dict) or "type" not in message:
                     raise ValueError("not a protocol message")
-            except ValueError:
-                if not garbage:
-                    garbage.append(raw[:200].decode("utf-8", "replace").strip())
-                garbage.append(None)  # counted, not kept: a worker may spew megabytes
+            except ValueError:  # counted; only the first is kept: a worker may spew megabytes
+                garbage_lines += 1
+                if first_garbage is None:
+                    first_garbage = raw[:200].decode("utf-8", "replace").strip()
                 continue
             if message["type"] == "result":
                 result = message
@@ -153,14 +153,14 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
     if timed_out.is_set():
         return WorkerOutcome("timeout", reason="no result after %.0f s (the limit, --timeout); the "
                              "worker was killed" % timeout_s, **ended)
-    if garbage:
+    if garbage_lines:
         # only the worker writes the channel, in whole JSON lines: anything else means a corrupt
         # process, and its result (if any) cannot be trusted
         return WorkerOutcome("failed", reason="worker %s %s; its protocol channel carried %d "
                              "unparseable line(s), first: %r%s" % (
                                  _describe_exit(proc.returncode),
                                  "with a result" if result else "without a result",
-                                 len(garbage) - 1, garbage[0],
+                                 garbage_lines, first_garbage,
                                  "; the result was discarded" if result else ""), **ended)
     if result is None:
         outcome = WorkerOutcome("failed", reason="worker %s without a result"
