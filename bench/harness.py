@@ -119,7 +119,6 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
 
     peak_device = adapter.device_peak_bytes()
     return {
-        "injected": faults or None,
         "timing": {
             "step_ns": step_ns,
             "first_step_ns": step_ns[0],

@@ -28,6 +28,7 @@ import time
 import uuid
 
 from bench import context, sweep
+from bench.results import append_record
 from bench.sweep import SweepError
 
 #: how often Ray re-runs a task whose worker process or node died (a benchmark failure is never
@@ -358,7 +359,7 @@ def run_jobs(jobs, address=None, data_dir=None, timeout_s=1800.0, results_path=N
                             "git_commit": record.get("git_commit"),
                             "git_dirty": record.get("git_dirty")},
                             spec_hash=record.get("spec_hash")), version, job.spec)
-                sweep.append(results_path, record)
+                append_record(results_path, record)  # this driver is the only writer
                 records.append(record)
                 bar.update(1)
                 if on_record:

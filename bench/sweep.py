@@ -19,7 +19,6 @@ import sys
 import uuid
 from typing import Any, NamedTuple, Optional
 
-from bench.results import append_record
 
 EXECUTORS = ("local", "ray")
 
@@ -135,7 +134,7 @@ def run_local(jobs, data_dir=None, timeout_s=1800.0, results_path=None, on_recor
                 record = run_backend(job.backend, job.spec, config, contexts[config.threads],
                                      data_dir, timeout_s, results_path, on_message=progress.update,
                                      log=progress.log, memory_limit_mb=memory_limit_mb,
-                                     extra=dict(job.fields(), executor={"kind": "local"}))
+                                     extra=job.fields())
             finally:
                 progress.close()
             records.append(record)
@@ -158,8 +157,3 @@ def say(text):
         from tqdm import tqdm
 
         tqdm.write(text, file=sys.stderr)
-
-
-def append(results_path, record):
-    """The single writer's append (whole line, locked): the one place a sweep writes a record."""
-    append_record(results_path, record)
