@@ -250,14 +250,19 @@ def _find_job_worker(cluster, deadline):
     raise AssertionError("no benchmark worker appeared on the cluster")
 
 
-def test_killed_ray_worker_gives_one_record_retried_or_failed(cluster, tmp_path):
-    path = str(tmp_path / "runs.jsonl")
-    env = cluster.driver_env(CONVBENCH_INJECT="step_sleep_ms=150")  # ~2.5 s per job: time to kill
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", "--executor", "ray",
+def _start_slow_ray_sweep(cluster, path, step_sleep_ms):
+    """Two numpy jobs on the cluster, each step slowed by an injected sleep (time to interfere)."""
+    env = cluster.driver_env(CONVBENCH_INJECT="step_sleep_ms=%d" % step_sleep_ms)
+    return subprocess.Popen([sys.executable, "-m", "bench", "sweep", "--executor", "ray",
                              "--ray-address", cluster.address, "--results", path,
                              "--batch-size", "64", "--repeat", "2"] + SHORT,
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True)
+
+
+def test_killed_ray_worker_gives_one_record_retried_or_failed(cluster, tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    proc = _start_slow_ray_sweep(cluster, path, step_sleep_ms=150)  # ~2.5 s per job: time to kill
     try:
         ray_worker, bench_worker = _find_job_worker(cluster, time.time() + 90)
         time.sleep(0.5)
@@ -289,12 +294,7 @@ def test_killed_ray_worker_gives_one_record_retried_or_failed(cluster, tmp_path)
 
 def test_ctrl_c_on_the_driver_cancels_the_jobs_and_keeps_what_was_written(cluster, tmp_path):
     path = str(tmp_path / "runs.jsonl")
-    env = cluster.driver_env(CONVBENCH_INJECT="step_sleep_ms=300")  # ~5 s per job
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", "--executor", "ray",
-                             "--ray-address", cluster.address, "--results", path,
-                             "--batch-size", "64", "--repeat", "2"] + SHORT,
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True)
+    proc = _start_slow_ray_sweep(cluster, path, step_sleep_ms=300)  # ~5 s per job
     try:
         _find_job_worker(cluster, time.time() + 90)
         time.sleep(0.5)
