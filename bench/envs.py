@@ -5,6 +5,7 @@ tox environments (tox.ini). The parent never imports a framework: it only finds 
 interpreter and the environment variables the worker needs.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,13 +78,30 @@ def ensure_env(backend, log=print):
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True)
         if proc.returncode != 0 or not env_exists(env):
-            tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
-            raise EnvError("could not build tox env %r for backend %r (%s); fix: run `tox -e %s "
-                           "--notest` and read its output" % (env, backend.name, tail, env))
+            raise EnvError("could not build tox env %r for backend %r: %s; fix: run `tox -e %s "
+                           "--notest` and read its output" % (env, backend.name,
+                                                              build_failure(proc.stdout), env))
         log("convbench: environment %r ready" % env)
     if env == "cntk":
         ensure_cntk_mpi_shim()
     return env_python(env)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: tox's own summary lines, which say that it failed but not why
+_TOX_SUMMARY = re.compile(r"^\S+: (FAIL code|exit \d+)|^evaluation failed|^\S+: install_deps>")
+
+
+def build_failure(output, most=3):
+    """What tox printed about WHY an environment could not be built: the installer's or
+    interpreter lookup's error lines (uv's "error:"/"cause:", pip's "ERROR:", a RuntimeError), not
+    tox's own summary; else its last lines. Colour codes removed, one line."""
+    lines = [_ANSI.sub("", l).strip() for l in output.splitlines()]
+    lines = [l for l in lines if l]
+    why = [l for l in lines if not _TOX_SUMMARY.search(l)
+           and re.search(r"error|cause:|not found|no matching|unsatisfiable", l, re.I)]
+    picked = why[:most] or lines[-most:]
+    return " | ".join(l if len(l) <= 300 else l[:297] + "..." for l in picked) or "no output"
 
 
 #: CNTK 2.7 links OpenMPI 1.10 sonames; OpenMPI 4 (Debian's libopenmpi3) serves them via symlinks

@@ -2,43 +2,18 @@
 never touched): the skeleton and its registry entry make the conformance suite run on the new
 backend at once, with no test edits, and fail clearly on the first method still to write."""
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from bench import data, scaffold
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COPIED = ("backends", "bench", "models", "tests", "pyproject.toml")
+from bench import scaffold
+from repo_copy import copy_repo, run_in
 
 
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaffold") / "repo"
     root.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    for name in COPIED:
-        src = os.path.join(REPO, name)
-        if os.path.isdir(src):
-            shutil.copytree(src, str(root / name), ignore=ignore)
-        else:
-            shutil.copy(src, str(root / name))
-    return root
-
-
-def _env():
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)  # the copy's packages, not the real tree's
-    env["CONVBENCH_DATA"] = data.resolve_data_dir(download=False)  # ../shared is not beside the copy
-    return env
-
-
-def run_in(root, *args, timeout=600):
-    return subprocess.run([sys.executable] + list(args), cwd=str(root), env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=timeout)
+    return copy_repo(root)
 
 
 def test_class_name():
