@@ -362,9 +362,19 @@ def _one_line(record):
     s = record.get("summary") or {}
     if record["status"] != "ok":
         return "  %-14s %s: %s" % (_record_label(record), record["status"].upper(), record["reason"])
-    return ("  %-14s ok  test acc %.4f  median step %.2f ms  %.0f img/s  peak RSS %.0f MB"
-            % (_record_label(record), s["test_accuracy"], s["median_step_ms"], s["images_per_s"],
-               s["peak_rss_mb"]))
+    line = "  %-14s ok  test acc %s  median step %s ms  %s img/s  peak RSS %s MB" % (
+        _record_label(record), _num(s.get("test_accuracy"), "%.4f"),
+        _num(s.get("median_step_ms"), "%.2f"), _num(s.get("images_per_s"), "%.0f"),
+        _num(s.get("peak_rss_mb"), "%.0f"))
+    if s.get("median_step_ms") is None:
+        timing = record.get("timing") or {}
+        line += "  (no step timed past the first and the %s warm-up steps: train longer)" % (
+            timing.get("warmup_steps", "?"))
+    return line
+
+
+def _num(value, fmt):
+    return "n/a" if value is None else fmt % value
 
 
 def cmd_list(args):

@@ -176,6 +176,12 @@ def _figure_png(fig):
     return buf.getvalue()
 
 
+def _markdown(table):
+    """The table in Markdown, '|' inside a cell escaped (failure reasons join lines with it)."""
+    return table.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v).to_markdown(
+        index=False)
+
+
 def _plots(group):
     """PNG bytes of the group's plots: {name: png}."""
     import matplotlib
@@ -186,15 +192,18 @@ def _plots(group):
     plots = {}
     if ok.empty:
         return plots
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(ok)))
-    data = [metrics.steady_steps_ns(r) / 1e6 for r in ok._record]
-    ax.boxplot(data, vert=False, showfliers=True, flierprops={"markersize": 2})
-    ax.set_yticks(range(1, len(ok) + 1))
-    ax.set_yticklabels(list(ok.backend))
-    ax.set_xscale("log")  # a few long outliers (other processes, GC) must not squash the boxes
-    ax.set_xlabel("step time, ms, log scale (warm-up excluded)")
-    ax.set_title("Step-time distribution")
-    plots["steps"] = _figure_png(fig)
+    # runs too short to time a step past the warm-up have no distribution to draw
+    timed = [(name, metrics.steady_steps_ns(r) / 1e6) for name, r in zip(ok.backend, ok._record)]
+    timed = [(name, ms) for name, ms in timed if len(ms)]
+    if timed:
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(timed)))
+        ax.boxplot([ms for _, ms in timed], vert=False, showfliers=True, flierprops={"markersize": 2})
+        ax.set_yticks(range(1, len(timed) + 1))
+        ax.set_yticklabels([name for name, _ in timed])
+        ax.set_xscale("log")  # a few long outliers (other processes, GC) must not squash the boxes
+        ax.set_xlabel("step time, ms, log scale (warm-up excluded)")
+        ax.set_title("Step-time distribution")
+        plots["steps"] = _figure_png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for name, r in zip(ok.backend, ok._record):
@@ -237,6 +246,8 @@ MAX_SWEEPS_SHOWN = 5
 
 def _sweep_rows(records):
     """{sweep id: pooled rows (one per backend and swept point)}, newest sweeps last."""
+    if not records:
+        return {}
     df = _frame(records)
     df = df[df.sweep_id.notna()]
     sweeps = {}
@@ -357,10 +368,11 @@ def build_report(records, microbench_dir=None):
     if df.empty:
         md.append("No records yet: run `convbench run`.")
         body.append("<p>No records yet: run <code>convbench run</code>.</p>")
-    for i, (key, group) in enumerate(df.groupby(list(GROUP_KEYS), dropna=False, sort=True)):
+    groups = [] if df.empty else df.groupby(list(GROUP_KEYS), dropna=False, sort=True)
+    for i, (key, group) in enumerate(groups):
         title = _group_title(key)
         table = _display_table(group)
-        md += ["## " + title, "", table.to_markdown(index=False), ""]
+        md += ["## " + title, "", _markdown(table), ""]
         body += ["<h2>%s</h2>" % html.escape(title),
                  table.to_html(index=False, escape=True, classes="results sortable", border=0,
                                na_rep="")]
@@ -380,7 +392,7 @@ def build_report(records, microbench_dir=None):
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))
         table = _sweep_table(rows)
-        md += ["## " + title, "", table.to_markdown(index=False), ""]
+        md += ["## " + title, "", _markdown(table), ""]
         body += ["<h2>%s</h2>" % html.escape(title),
                  table.to_html(index=False, escape=True, classes="results sortable", border=0, na_rep="")]
         png = _sweep_plot(rows)

@@ -1,14 +1,16 @@
 """Results: append-only JSON Lines, one self-describing record per run, never edited in place.
 
 Appends take an exclusive lock and write each record as one line in one write, so concurrent
-`convbench run` processes interleave whole lines. A reader skips a line that is not valid JSON
-(a crash can truncate the last line) with a warning instead of failing.
+`convbench run` processes interleave whole lines. A reader skips, with a warning instead of failing,
+a line that is not valid JSON (a crash can truncate the last line) and a JSON object that lacks the
+fields every record has (bench/record.schema.json's "required"; `convbench check` validates fully).
 """
 import fcntl
 import json
 import os
 import warnings
 
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "record.schema.json")
 DEFAULT_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "results", "runs.jsonl")
 
@@ -58,12 +60,26 @@ def numbered_records(path):
             yield number, record, None
 
 
-def read_records(path, problems=None):
-    """All valid records of a file; bad lines are skipped with a warning (and listed in problems)."""
+_REQUIRED = []
+
+
+def missing_fields(record):
+    """The top-level fields every record has that this one lacks (none for a record)."""
+    if not _REQUIRED:
+        with open(SCHEMA_PATH) as fh:
+            _REQUIRED.extend(json.load(fh)["required"])
+    return [key for key in _REQUIRED if key not in record]
+
+
+def read_records(path, problems=None, whole=True):
+    """All valid records of a file; bad lines are skipped with a warning (and listed in problems).
+    whole=False accepts any JSON object (tests of the line mechanics write small ones)."""
     records = []
     if not os.path.exists(path):
         return records
     for number, record, why in numbered_records(path):
+        if whole and record is not None and missing_fields(record):
+            record, why = None, "a JSON object without " + ", ".join(missing_fields(record))
         if record is None:
             msg = "%s line %d: skipped, not a valid record (%s)" % (path, number, why)
             warnings.warn(msg)

@@ -178,3 +178,27 @@ def test_model_training_defaults_apply_unless_a_flag_is_given(tmp_path):
     configs = [json.loads(l)["config"] for l in open(results)]
     assert [(c["lr"], c["batch_size"]) for c in configs] == [(0.03, 64), (0.02, 32)]
     assert {c["momentum"] for c in configs} == {0.9}  # not in its table: the suite's default
+
+
+def test_a_run_too_short_to_time_a_step_still_reports(tmp_path):
+    """4 steps, all first or warm-up: no median to show. The record is ok, the line says n/a and
+    why, the report leaves the cell empty instead of failing on an empty distribution."""
+    results = str(tmp_path / "runs.jsonl")
+    proc = convbench("run", "--backend", "numpy", "--results", results, "--limit-train", "512",
+                     "--limit-test", "200", "--warmup-steps", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "median step n/a ms" in proc.stderr and "train longer" in proc.stderr, proc.stderr
+    with open(results) as fh:
+        record = json.loads(fh.read())
+    assert record["status"] == "ok" and record["summary"]["median_step_ms"] is None
+    assert (tmp_path / "report.html").exists() and (tmp_path / "report.md").exists()
+
+
+def test_report_on_a_file_without_records_says_so(tmp_path):
+    results = tmp_path / "runs.jsonl"
+    results.write_text('{"schema_version": 1, "run_id": "x", "note": "not a record"}\n')
+    proc = convbench("report", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    assert "line 1: skipped, not a valid record (a JSON object without" in proc.stderr
+    assert "No records yet" in (tmp_path / "report.md").read_text()
