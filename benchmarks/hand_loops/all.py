@@ -21,17 +21,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)
 
-#: backend -> (loop script, its arguments); the loop compares itself with that backend's adapter
+#: (row label, backend, loop script, its arguments); the loop compares itself with that backend's
+#: adapter in the same mode (Keras: train_on_batch steps, or fit over the epoch)
 LOOPS = (
-    ("tf", "tf_function_loop.py", []),
-    ("tf-xla", "tf_function_loop.py", ["--xla"]),
-    ("keras", "keras_loop.py", ["--backend", "tensorflow"]),
-    ("keras-torch", "keras_loop.py", ["--backend", "torch"]),
-    ("keras-jax", "keras_loop.py", ["--backend", "jax"]),
-    ("tf_layers", "tf_layers_loop.py", []),
-    ("tf_estimator", "tf_estimator_loop.py", []),
-    ("cntk", "cntk_loop.py", []),
-    ("jax", "jax_loop.py", []),
+    ("tf", "tf", "tf_function_loop.py", []),
+    ("tf-xla", "tf-xla", "tf_function_loop.py", ["--xla"]),
+    ("keras", "keras", "keras_loop.py", ["--backend", "tensorflow"]),
+    ("keras fit", "keras", "keras_loop.py", ["--backend", "tensorflow", "--mode", "epoch"]),
+    ("keras-torch", "keras-torch", "keras_loop.py", ["--backend", "torch"]),
+    ("keras-torch fit", "keras-torch", "keras_loop.py", ["--backend", "torch", "--mode", "epoch"]),
+    ("keras-jax", "keras-jax", "keras_loop.py", ["--backend", "jax"]),
+    ("keras-jax fit", "keras-jax", "keras_loop.py", ["--backend", "jax", "--mode", "epoch"]),
+    ("tf_layers", "tf_layers", "tf_layers_loop.py", []),
+    ("tf_estimator", "tf_estimator", "tf_estimator_loop.py", []),
+    ("cntk", "cntk", "cntk_loop.py", []),
+    ("jax", "jax", "jax_loop.py", []),
 )
 
 
@@ -61,15 +65,15 @@ def main():
     args = p.parse_args()
     only = set(args.only.split(",")) if args.only else None
     rows, raw = [], []
-    for name, script, extra in LOOPS:
+    for label, name, script, extra in LOOPS:
         if only and name not in only:
             continue
         backend = registry.get(name)
         if not envs.env_exists(backend.env):
-            rows.append({"backend": name, "note": "skipped: tox env %r not built (tox -e %s --notest)"
+            rows.append({"loop": label, "note": "skipped: tox env %r not built (tox -e %s --notest)"
                          % (backend.env, backend.env)})
             continue
-        print("%s: %s %s --vs-adapter ..." % (name, script, " ".join(extra)), file=sys.stderr)
+        print("%s: %s %s --vs-adapter ..." % (label, script, " ".join(extra)), file=sys.stderr)
         env = envs.worker_environment(backend, args.threads)
         if backend.env == "cntk":
             envs.ensure_cntk_mpi_shim()
@@ -79,13 +83,13 @@ def main():
                               universal_newlines=True)
         if proc.returncode != 0:
             tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
-            rows.append({"backend": name, "note": "failed: " + tail})
+            rows.append({"loop": label, "note": "failed: " + tail})
             continue
         out = json.loads(proc.stdout.strip().splitlines()[-1])
-        out["backend"] = name
+        out["backend"], out["row"] = name, label
         raw.append(out)
         hand, adapter, ratio, note = row_of(name, out)
-        rows.append({"backend": name, "hand ms": round(hand, 2), "adapter ms": round(adapter, 2),
+        rows.append({"loop": label, "hand ms": round(hand, 2), "adapter ms": round(adapter, 2),
                      "adapter / hand": round(ratio, 3),
                      "hand GFLOP/s": round(out["hand_gflops"], 1) if out.get("hand_gflops") else None,
                      "note": note})
