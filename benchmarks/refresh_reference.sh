@@ -18,3 +18,11 @@ $cb check --results "$new"
 mv "$new" results/reference/runs.jsonl
 rm -rf results/reference/report_files
 $cb report --results results/reference/runs.jsonl
+# each adapter against its hand-written loop, and a TF step kernel by kernel
+{ printf "# Adapters against their frameworks' hand-written loops\n\n"
+  printf "seed_convnet, batch 128, 2 threads, each loop and its adapter alternating in one process "
+  printf "(\`benchmarks/hand_loops/all.py\`; JSON of every loop in \`hand_loops.jsonl\`).\n\n"
+  .venv/bin/python benchmarks/hand_loops/all.py --json results/reference/hand_loops.jsonl
+} > results/reference/hand_loops.md
+.tox/tf/bin/python benchmarks/tf_op_profile.py > results/reference/tf_op_profile_tf2.21.json
+.tox/tf_legacy/bin/python benchmarks/tf_op_profile.py > results/reference/tf_op_profile_tf2.15.json
