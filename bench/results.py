@@ -10,7 +10,8 @@ import json
 import os
 import warnings
 
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "record.schema.json")
+from bench.schema import SCHEMA_PATH
+
 DEFAULT_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "results", "runs.jsonl")
 
