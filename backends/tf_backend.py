@@ -207,7 +207,7 @@ class TfAdapter(Adapter):
                                  padding=pad)
                 if layer.use_bias:
                     x = tf.nn.bias_add(x, v[layer.name + ".bias"])
-                x = _activate(tf, x, layer.activation)
+                x = tf_activate(tf, x, layer.activation)
             elif kind == "maxpool2d":
                 x = tf.nn.max_pool2d(x, ksize=list(layer.size), strides=list(layer.stride),
                                      padding="VALID")
@@ -217,14 +217,14 @@ class TfAdapter(Adapter):
                 x = tf.matmul(x, v[layer.name + ".weight"])
                 if layer.use_bias:
                     x = tf.nn.bias_add(x, v[layer.name + ".bias"])
-                x = _activate(tf, x, layer.activation)
+                x = tf_activate(tf, x, layer.activation)
             elif kind == "dropout":
                 if training and cfg.dropout and layer.rate > 0:
                     x = tf.nn.dropout(x, rate=layer.rate)
             elif kind == "batchnorm":
                 x = self._batchnorm(x, layer, training)
             elif kind == "activation":
-                x = _activate(tf, x, layer.function)
+                x = tf_activate(tf, x, layer.function)
             else:
                 raise Unsupported("layer kind %r" % kind)
             in_shape = shape
@@ -332,7 +332,8 @@ class TfXlaAdapter(TfAdapter):
     jit_compile = True
 
 
-def _activate(tf, x, function):
+def tf_activate(tf, x, function):
+    """The spec's activation in tf ops (also used by benchmarks/bench_layers.py)."""
     if function == "relu":
         return tf.nn.relu(x)
     if function == "tanh":

@@ -314,6 +314,8 @@ class TfLayer(object):
         self.version = tf.__version__
 
     def _layer_fn(self, layer):
+        from backends.tf_backend import tf_activate
+
         tf = self.tf
         v = self.vars
         if layer.kind == "conv2d":
@@ -325,7 +327,7 @@ class TfLayer(object):
                 y = tf.nn.conv2d(x, v[0], strides=stride, padding=pad)
                 if len(v) > 1:
                     y = tf.nn.bias_add(y, v[1])
-                return _tf_activation(tf, y, layer.activation)
+                return tf_activate(tf, y, layer.activation)
         elif layer.kind == "maxpool2d":
             def f(x):
                 return tf.nn.max_pool2d(x, ksize=list(layer.size), strides=list(layer.stride),
@@ -335,7 +337,7 @@ class TfLayer(object):
                 y = tf.matmul(x, v[0])
                 if len(v) > 1:
                     y = tf.nn.bias_add(y, v[1])
-                return _tf_activation(tf, y, layer.activation)
+                return tf_activate(tf, y, layer.activation)
         return f
 
     # TF's eager runtime executes synchronously (the default): on the CPU a tf.function call
@@ -363,14 +365,6 @@ class TfLayer(object):
 
 class TfXlaLayer(TfLayer):
     jit_compile = True
-
-
-def _tf_activation(tf, y, function):
-    if function == "relu":
-        return tf.nn.relu(y)
-    if function == "tanh":
-        return tf.nn.tanh(y)
-    return y
 
 
 class JaxLayer(object):
