@@ -79,8 +79,9 @@ def read_records(path, problems=None, whole=True):
     if not os.path.exists(path):
         return records
     for number, record, why in numbered_records(path):
-        if whole and record is not None and missing_fields(record):
-            record, why = None, "a JSON object without " + ", ".join(missing_fields(record))
+        missing = missing_fields(record) if whole and record is not None else None
+        if missing:
+            record, why = None, "a JSON object without " + ", ".join(missing)
         if record is None:
             msg = "%s line %d: skipped, not a valid record (%s)" % (path, number, why)
             warnings.warn(msg)
