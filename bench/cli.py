@@ -11,6 +11,7 @@ import sys
 from backends import registry
 from backends.base import DEVICES, DTYPES, OPTIMIZERS, TrainConfig
 from bench import envs
+from bench.context import usable_cpus
 from bench.results import DEFAULT_RESULTS
 
 DEFAULT_BACKENDS = "numpy,torch"
@@ -209,7 +210,7 @@ def _config_from_args(args, spec=None):
     d.update((k, getattr(args, k)) for k in TRAINING_OPTIONS if getattr(args, k, None) is not None)
     return TrainConfig(optimizer=d["optimizer"], lr=d["lr"], momentum=d["momentum"],
                        batch_size=d["batch_size"], epochs=d["epochs"], seed=args.seed,
-                       threads=args.threads or os.cpu_count() or 1, device=args.device,
+                       threads=args.threads or usable_cpus(), device=args.device,
                        dtype=args.dtype, limit_train=args.limit_train, limit_test=args.limit_test,
                        warmup_steps=args.warmup_steps, mode=args.mode)
 
@@ -313,7 +314,7 @@ def cmd_sweep(args):
     data_dir = None
     for config in configs.values():
         data_dir = _check_data(args, args.batch_size or [config.batch_size], config)
-    threads = [t or (os.cpu_count() or 1) for t in args.threads] if args.executor == "local" \
+    threads = [t or usable_cpus() for t in args.threads] if args.executor == "local" \
         else list(args.threads)
     jobs = expand(backends, specs, lambda spec: configs[spec.spec_hash], batch_sizes=args.batch_size,
                   threads=threads, repeat=args.repeat,

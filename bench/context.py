@@ -53,10 +53,19 @@ def gpus():
             for line in out.strip().splitlines() if line.strip()]
 
 
+def usable_cpus():
+    """How many CPUs this process may run on (its affinity mask, which a container, taskset or a
+    batch scheduler may narrow), not how many the machine has: the default thread budget."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity masks on this OS
+        return os.cpu_count() or 1
+
+
 def machine():
     return {"hostname": platform.node(), "cpu_model": _cpu_model(), "cpu_flags": _cpu_flags(),
-            "cores": os.cpu_count(), "ram_gb": _ram_gb(), "os": platform.platform(),
-            "arch": platform.machine(), "gpus": gpus()}
+            "cores": os.cpu_count(), "usable_cpus": usable_cpus(), "ram_gb": _ram_gb(),
+            "os": platform.platform(), "arch": platform.machine(), "gpus": gpus()}
 
 
 def git_commit():

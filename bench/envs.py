@@ -44,22 +44,108 @@ def availability(backend):
         if missing:
             return False, "%s not installed; fix: %s" % (", ".join(missing), backend.install_hint)
         return True, "installed"
+    lacking = system_problem(backend.env)
+    if lacking:
+        return False, lacking
     if env_exists(backend.env):
         return True, "tox env %r ready" % backend.env
     return True, "tox env %r is built on first use (tox -e %s)" % (backend.env, backend.env)
 
 
+def system_problem(env):
+    """What the machine lacks for `env` that neither pip nor tox can install (an interpreter, a
+    system library), as a one-line reason naming the fix; None when nothing is missing."""
+    version = ENV_PYTHONS.get(env)
+    if version and not env_exists(env) and find_python(version) is None:
+        var = python_env_var(version)
+        return ("tox env %r needs CPython %s, which was not found (on PATH, through pyenv or uv); "
+                "fix: `pyenv install %s` (or your system's python%s package), or set %s to a "
+                "CPython %s interpreter" % (env, version, version, version, var, version))
+    if env == "cntk":
+        return cntk_mpi_problem()
+    return None
+
+
 def tox_command():
-    """tox from the base environment (installed with convbench's test extra)."""
-    here = os.path.join(os.path.dirname(sys.executable), "tox")
+    """tox from the base environment (a dependency of convbench itself)."""
+    return _tool("tox")
+
+
+def _tool(name):
+    """A console script installed beside this interpreter, else on PATH, else None."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
     if os.path.exists(here):
         return [here]
-    found = shutil.which("tox")
+    found = shutil.which(name)
     if found:
         return [found]
-    if find_spec("tox") is not None:
-        return [sys.executable, "-m", "tox"]
+    if find_spec(name) is not None:
+        return [sys.executable, "-m", name]
     return None
+
+
+#: tox envs that need an interpreter other than the one running convbench (tox.ini's basepython
+#: reads it from the variable python_env_var names, so no machine's path is written in the repo)
+ENV_PYTHONS = {"cntk": "3.6"}
+
+
+def python_env_var(version):
+    return "CONVBENCH_PYTHON" + version.replace(".", "")
+
+
+def _runs_as(path, version):
+    """True when `path` is a working CPython `version` (a pyenv shim that exits 127 is not)."""
+    try:
+        out = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             universal_newlines=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == version
+
+
+def _candidates(version):
+    """Where a CPython `version` may be, in order: the user's variable, PATH, pyenv, uv."""
+    given = os.environ.get(python_env_var(version))
+    if given:
+        yield given
+    on_path = shutil.which("python" + version)
+    if on_path:
+        yield on_path
+    queries = []
+    if shutil.which("pyenv"):
+        queries.append((["pyenv", "prefix", version], os.path.join("bin", "python" + version)))
+    uv = _tool("uv")
+    if uv:
+        queries.append((uv + ["python", "find", "--no-project", version], ""))
+    for command, suffix in queries:
+        try:
+            out = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 universal_newlines=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for line in out.stdout.splitlines() if out.returncode == 0 else []:
+            if line.strip():
+                yield os.path.join(line.strip(), suffix) if suffix else line.strip()
+
+
+def find_python(version):
+    """Path of a working CPython `version` on this machine, or None."""
+    for path in _candidates(version):
+        if _runs_as(path, version):
+            return path
+    return None
+
+
+def tox_environment(env):
+    """os.environ plus the interpreter variable tox.ini reads for `env` (when it needs one)."""
+    environ = dict(os.environ)
+    version = ENV_PYTHONS.get(env)
+    if version:
+        found = find_python(version)
+        if found:
+            environ[python_env_var(version)] = found
+    return environ
 
 
 def ensure_env(backend, log=print):
@@ -67,23 +153,32 @@ def ensure_env(backend, log=print):
     env = backend.env
     if env == "base":
         return sys.executable
+    lacking = system_problem(env)  # before a build that cannot succeed (or run) here
+    if lacking:
+        raise EnvError("backend %r: %s" % (backend.name, lacking))
     if not env_exists(env):
-        tox = tox_command()
-        if tox is None:
-            raise EnvError("backend %r needs tox env %r and tox is not installed; fix: pip install "
-                           "'convbench[test]' (tox + tox-uv)" % (backend.name, env))
-        log("convbench: creating the %r environment for backend %r (first use; takes a few "
-            "minutes)..." % (env, backend.name))
-        proc = subprocess.run(tox + ["-e", env, "--notest", "-c", os.path.join(REPO, "tox.ini")],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True)
-        if proc.returncode != 0 or not env_exists(env):
-            raise EnvError("could not build tox env %r for backend %r: %s; fix: run `tox -e %s "
-                           "--notest` and read its output" % (env, backend.name,
-                                                              build_failure(proc.stdout), env))
-        log("convbench: environment %r ready" % env)
+        build_env(env, log=log, who="backend %r" % backend.name)
     if env == "cntk":
         ensure_cntk_mpi_shim()
+    return env_python(env)
+
+
+def build_env(env, log=print, who=None):
+    """Create tox env `env` (tox -e ENV --notest); EnvError naming the cause when it fails."""
+    tox = tox_command()
+    if tox is None:
+        raise EnvError("tox env %r is needed and tox is not installed; fix: pip install -e . "
+                       "(tox and tox-uv are convbench dependencies)" % env)
+    log("convbench: creating the %r environment%s (first use; takes a few minutes)..."
+        % (env, " for " + who if who else ""))
+    proc = subprocess.run(tox + ["-e", env, "--notest", "-c", os.path.join(REPO, "tox.ini")],
+                          cwd=REPO, env=tox_environment(env), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True)
+    if proc.returncode != 0 or not env_exists(env):
+        raise EnvError("could not build tox env %r%s: %s; fix: run `tox -e %s --notest` and read "
+                       "its output" % (env, " for " + who if who else "", build_failure(proc.stdout),
+                                       env))
+    log("convbench: environment %r ready" % env)
     return env_python(env)
 
 
@@ -106,18 +201,46 @@ def build_failure(output, most=3):
 
 #: CNTK 2.7 links OpenMPI 1.10 sonames; OpenMPI 4 (Debian's libopenmpi3) serves them via symlinks
 CNTK_MPI_SHIM = os.path.join(TOX_WORK_DIR, "cntk-mpi-shim")  # registry: worker LD_LIBRARY_PATH
-CNTK_MPI_LINKS = (("libmpi.so.12", "/usr/lib/x86_64-linux-gnu/libmpi.so.40"),
-                  ("libmpi_cxx.so.1", "/usr/lib/x86_64-linux-gnu/libmpi_cxx.so.40"))
+CNTK_MPI_LINKS = (("libmpi.so.12", "libmpi.so.40"), ("libmpi_cxx.so.1", "libmpi_cxx.so.40"))
+CNTK_MPI_FIX = "apt-get install libopenmpi3"
+
+
+def _system_libraries():
+    """{soname: path} of the shared libraries the dynamic linker knows (ldconfig's cache)."""
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    try:
+        out = subprocess.run([ldconfig, "-p"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             universal_newlines=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found = {}
+    for line in out.splitlines():
+        name, arrow, path = line.strip().partition(" => ")
+        if arrow:
+            found.setdefault(name.split(" (")[0], path.strip())
+    return found
+
+
+def _cntk_mpi_targets():
+    libraries = _system_libraries()
+    return [(link, libraries.get(soname), soname) for link, soname in CNTK_MPI_LINKS]
+
+
+def cntk_mpi_problem():
+    missing = [soname for _, path, soname in _cntk_mpi_targets() if not path]
+    if missing:
+        return ("CNTK needs OpenMPI 4 (%s not found by the dynamic linker); fix: %s"
+                % (", ".join(missing), CNTK_MPI_FIX))
+    return None
 
 
 def ensure_cntk_mpi_shim():
     """Create .tox/cntk-mpi-shim (soname symlinks) when missing; EnvError when OpenMPI 4 is absent."""
-    missing = [target for _, target in CNTK_MPI_LINKS if not os.path.exists(target)]
-    if missing:
-        raise EnvError("backend 'cntk' needs OpenMPI 4 (%s missing); fix: apt-get install "
-                       "libopenmpi3" % ", ".join(missing))
+    problem = cntk_mpi_problem()
+    if problem:
+        raise EnvError("backend 'cntk': " + problem)
     os.makedirs(CNTK_MPI_SHIM, exist_ok=True)
-    for link, target in CNTK_MPI_LINKS:
+    for link, target, _ in _cntk_mpi_targets():
         path = os.path.join(CNTK_MPI_SHIM, link)
         if os.path.islink(path) and os.readlink(path) == target:
             continue
@@ -147,3 +270,36 @@ def worker_environment(backend, threads):
             value = value + os.pathsep + env[key]
         env[key] = value
     return env
+
+
+def tox_env_list():
+    """The framework environments tox.ini lists (its env_list)."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(os.path.join(REPO, "tox.ini"))
+    return [e.strip() for e in parser.get("tox", "env_list").replace("\n", ",").split(",") if e.strip()]
+
+
+def main(argv=None):
+    """`python -m bench.envs [ENV ...]`: build the named framework environments (default: every one
+    in tox.ini), each the way `convbench run` builds it on first use; exit 1 when one cannot be."""
+    names = list(sys.argv[1:] if argv is None else argv) or tox_env_list()
+    failed = 0
+    for env in names:
+        try:
+            lacking = system_problem(env)
+            if lacking:
+                raise EnvError(lacking)
+            python = env_python(env) if env_exists(env) else build_env(env)
+            if env == "cntk":
+                ensure_cntk_mpi_shim()
+            print("%s: ready (%s)" % (env, python))
+        except EnvError as exc:
+            failed += 1
+            print("%s: unavailable: %s" % (env, exc), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

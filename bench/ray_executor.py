@@ -103,7 +103,7 @@ def _node_cpus():
     import ray
 
     assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    return int(assigned) if assigned else (os.cpu_count() or 1)
+    return int(assigned) if assigned else context.usable_cpus()
 
 
 def run_on_node(payload):

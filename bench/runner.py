@@ -4,7 +4,6 @@ enforce the timeout, and turn every way it can end into one outcome. Never impor
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import tempfile
@@ -12,6 +11,7 @@ import threading
 import time
 
 from bench import envs, inject
+from bench.worker import MEMORY_LIMIT_VAR
 
 STDERR_TAIL_LINES = 30
 MAX_LINE_BYTES = 64 * 2 ** 20  # a protocol line longer than this is garbage, not a record
@@ -63,14 +63,6 @@ def _describe_exit(code):
     return "exited with code %s" % code
 
 
-def _limit_memory(mb):
-    """preexec_fn: cap the worker's address space (RLIMIT_AS) at mb MiB."""
-    def apply():
-        limit = mb * 2 ** 20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return apply
-
-
 def _lines(stream, cap=MAX_LINE_BYTES):
     """The stream's lines; a line longer than cap comes out in cap-sized pieces (all garbage)."""
     while True:
@@ -92,13 +84,16 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
     except envs.EnvError as exc:
         return WorkerOutcome("unavailable", reason=str(exc))
     env = envs.worker_environment(backend, threads)
+    if memory_limit_mb:
+        # the worker caps itself (bench/worker.py) before it imports anything: a preexec_fn is
+        # not safe in a parent that has threads (the timeout timer, Ray's)
+        env[MEMORY_LIMIT_VAR] = str(int(memory_limit_mb))
     injected = inject.active(backend.name, environ=env)
     stderr_file = tempfile.NamedTemporaryFile(prefix="convbench-worker-", suffix=".stderr", delete=False)
     try:
         proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=envs.REPO, env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
-                                start_new_session=True,  # its own group: Ctrl-C is ours to relay
-                                preexec_fn=_limit_memory(memory_limit_mb) if memory_limit_mb else None)
+                                start_new_session=True)  # its own group: Ctrl-C is ours to relay
     except OSError as exc:
         stderr_file.close()
         os.unlink(stderr_file.name)

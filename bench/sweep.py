@@ -14,7 +14,6 @@ Every record a sweep or a repeat writes says what groups it (docs/results-schema
 The session context (machine fingerprint, measured matmul peak) is measured once per thread count:
 the peak depends on the thread budget.
 """
-import os
 import sys
 import uuid
 from typing import Any, NamedTuple, Optional
@@ -115,6 +114,7 @@ def run_local(jobs, data_dir=None, timeout_s=1800.0, results_path=None, on_recor
               memory_limit_mb=0):
     """The local executor: jobs one after another, each as `convbench run` runs one backend."""
     from bench.progress import Progress
+    from bench.context import usable_cpus
     from bench.session import new_session_context, run_backend
 
     contexts = {}  # thread budget -> session context (machine + peak measured with that budget)
@@ -124,7 +124,7 @@ def run_local(jobs, data_dir=None, timeout_s=1800.0, results_path=None, on_recor
     bar = jobs_bar(len(jobs)) if any(j.sweep or j.repeat for j in jobs) else None
     try:
         for job in jobs:
-            config = resolve_threads(job.config, os.cpu_count())
+            config = resolve_threads(job.config, usable_cpus())
             if config.threads not in contexts:
                 contexts[config.threads] = new_session_context(config.threads)
                 session_id = session_id or contexts[config.threads]["session_id"]

@@ -18,6 +18,18 @@ import platform
 import sys
 import traceback
 
+#: set by the parent (bench/runner.py) for --memory-limit-mb: the worker caps its own address space
+MEMORY_LIMIT_VAR = "CONVBENCH_MEMORY_LIMIT_MB"
+
+
+def _limit_memory():
+    """Cap this process' address space (RLIMIT_AS) before any framework loads."""
+    mb = int(os.environ.get(MEMORY_LIMIT_VAR) or 0)
+    if mb > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mb * 2 ** 20, mb * 2 ** 20))
+
 
 def _open_channel():
     """Keep the real stdout for the protocol; send fd 1 (and sys.stdout) to stderr."""
@@ -64,7 +76,17 @@ def _software():
 
     return {"python": platform.python_version(), "python_implementation": platform.python_implementation(),
             "numpy": np.__version__, "executable": sys.executable,
-            "thread_env": dict((k, os.environ[k]) for k in sorted(os.environ) if k.endswith("_NUM_THREADS"))}
+            "thread_env": dict((k, os.environ[k]) for k in sorted(os.environ) if k.endswith("_NUM_THREADS")),
+            "cpu_affinity": _affinity()}
+
+
+def _affinity():
+    """The CPUs this worker may run on (pinned when fewer than the machine has), or None."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    return {"cpus": cpus, "pinned": len(cpus) < (os.cpu_count() or len(cpus))}
 
 
 def run_job(job, emit):
@@ -123,6 +145,7 @@ def run_job(job, emit):
 
 
 def main():
+    _limit_memory()
     channel = _open_channel()
     emit = _Emitter(channel)
     emit({"type": "hello", "pid": os.getpid(), "python": platform.python_version()})

@@ -18,9 +18,7 @@ from bench.data import Mnist
 from bench.runner import run_worker
 from models.spec import init_weights, list_models, load_spec
 
-#: backends that must pass even where their environment is not built yet (it is then built):
-#: comma-separated names or "all".
-REQUIRE_VAR = "CONVBENCH_REQUIRE_BACKENDS"
+import needs
 
 # (max abs difference) per dtype. float64 proves the algorithms are the same; float32 shows what
 # users see. Trajectory tolerances follow measured drift (shared/RECIPES.md): rounding grows
@@ -42,16 +40,28 @@ TRAJ_STEPS = 100
 
 
 def required(name):
-    wanted = os.environ.get(REQUIRE_VAR, "")
-    names = {n.strip() for n in wanted.split(",") if n.strip()}
-    if "all" in names or name in names:
+    """A backend that must pass here: named in CONVBENCH_REQUIRE (or all of them, as under CI;
+    its environment is then built), or one that is fully present (a base backend whose framework
+    is installed, a built tox env on a machine with its system libraries): inside a backend's
+    environment a missing framework fails."""
+    if needs.explicitly_required(name):
         return True
     backend = registry.get(name)
-    # Inside a backend's environment a missing framework fails: a base backend whose framework is
-    # installed here, or a backend whose tox env has been built, must pass.
     if backend.env == "base":
         return not envs.missing_requirements(backend)
-    return envs.env_exists(backend.env)
+    return envs.env_exists(backend.env) and envs.system_problem(backend.env) is None
+
+
+def not_here(name):
+    """Why backend `name` cannot run here without building anything (None when it can)."""
+    backend = registry.get(name)
+    ok, why = envs.availability(backend)
+    if not ok:
+        return why
+    if backend.env != "base" and not envs.env_exists(backend.env):
+        return ("tox env %r not built; fix: `python -m bench.envs %s` (or any `convbench run "
+                "--backend %s` builds it on first use)" % (backend.env, backend.env, name))
+    return None
 
 
 def build_cases():

@@ -68,7 +68,59 @@ def fault_ledger(request):
     return ledger
 
 
+# --- which backends' conformance ran: filled by tests/test_conformance.py --------------------
+
+CONFORMANCE_LEDGER = pytest.StashKey()
+
+
+class ConformanceLedger(object):
+    """Per backend: ran, skipped (why) or failed (why); a failure outranks the rest."""
+
+    def __init__(self):
+        self.state = {}
+
+    def _set(self, name, state, why=None):
+        rank = {"skipped": 0, "ran": 1, "failed": 2}
+        if name not in self.state or rank[state] >= rank[self.state[name][0]]:
+            self.state[name] = (state, why)
+
+    def ran(self, name):
+        self._set(name, "ran")
+
+    def skipped(self, name, why):
+        self._set(name, "skipped", why)
+
+    def failed(self, name, why):
+        self._set(name, "failed", why)
+
+    def lines(self):
+        by = {}
+        for name in sorted(self.state):
+            by.setdefault(self.state[name][0], []).append(name)
+        head = "conformance ran for %d of %d backend(s): %s" % (
+            len(by.get("ran", [])), len(self.state), ", ".join(by.get("ran", [])) or "none")
+        if by.get("failed"):
+            head += "; FAILED: %s" % ", ".join(by["failed"])
+        if by.get("skipped"):
+            head += "; skipped %d: %s" % (len(by["skipped"]), ", ".join(by["skipped"]))
+        lines = [head]
+        lines += ["  %s skipped: %s" % (n, self.state[n][1]) for n in by.get("skipped", [])]
+        lines += ["  %s failed: %s" % (n, self.state[n][1]) for n in by.get("failed", [])]
+        return lines
+
+
+@pytest.fixture(scope="session")
+def conformance_ledger(request):
+    return request.config.stash.setdefault(CONFORMANCE_LEDGER, ConformanceLedger())
+
+
 def pytest_terminal_summary(terminalreporter, config):
+    conf = config.stash.get(CONFORMANCE_LEDGER, None)
+    if conf is not None and conf.state:
+        terminalreporter.write_sep("=", "conformance: which backends were checked against the "
+                                        "NumPy reference")
+        for line in conf.lines():
+            terminalreporter.write_line(line)
     ledger = config.stash.get(FAULT_LEDGER, None)
     if ledger is None or not (ledger.rows or ledger.notes):
         return

@@ -3,6 +3,7 @@
 For each backend: its worker (in its own environment) answers the probes of tests/conformance.py;
 this process computes the oracle's answers; each case is compared. A backend that is not required
 here (see conformance.required) and not available is skipped with the reason; a required one fails.
+The run's closing summary says which backends' conformance ran and which were skipped, and why.
 """
 import os
 import tempfile
@@ -11,11 +12,12 @@ import pytest
 
 from backends import registry
 from backends.base import TrainConfig
-from bench import envs
+from bench.context import usable_cpus
 from bench.schema import record_problems
 from models.spec import load_spec
 
 import conformance
+import needs
 
 CASES = conformance.build_cases()
 
@@ -30,33 +32,33 @@ def oracle(probe_inputs):
     return conformance.oracle_outputs(CASES, probe_inputs)
 
 
-def _skip_or_fail(name, why):
+def _skip_or_fail(name, why, ledger):
     if conformance.required(name):
-        pytest.fail("backend %r is required here (%s) but %s" % (name, conformance.REQUIRE_VAR, why))
-    pytest.skip("backend %r not available here: %s (set %s=%s to require it)"
-                % (name, why, conformance.REQUIRE_VAR, name))
+        ledger.failed(name, why)
+        pytest.fail("backend %r is required here but %s" % (name, why), pytrace=False)
+    ledger.skipped(name, why)
+    needs.missing(name, why)
 
 
 _PROBES = {}
 
 
-def backend_probes(name, inputs):
+def backend_probes(name, inputs, ledger):
     """Run each backend's probe job once per session."""
     if name not in _PROBES:
-        backend = registry.get(name)
-        ok, why = envs.availability(backend)
-        if not ok:
+        why = conformance.not_here(name)
+        if why and not conformance.required(name):
             _PROBES[name] = ("missing", why)
-        elif backend.env != "base" and not envs.env_exists(backend.env) and not conformance.required(name):
-            _PROBES[name] = ("missing", "tox env %r not built (tox -e %s --notest)" % (backend.env, backend.env))
         else:
             outcome, outputs = conformance.run_backend_probes(name, CASES, inputs)
             if outcome.status == "unavailable":
                 _PROBES[name] = ("missing", outcome.reason)
             elif outcome.status != "ok":
                 _PROBES[name] = ("error", "%s: %s\n%s" % (outcome.status, outcome.reason, outcome.stderr_tail))
+                ledger.failed(name, "probe worker %s" % outcome.status)
             else:
                 _PROBES[name] = ("ok", outputs)
+                ledger.ran(name)
     return _PROBES[name]
 
 
@@ -66,41 +68,41 @@ def _case_id(case):
 
 
 @pytest.mark.parametrize("case_index", range(len(CASES)), ids=[_case_id(c) for c in CASES])
-def test_matches_oracle(backend_name, case_index, probe_inputs, oracle):
+def test_matches_oracle(backend_name, case_index, probe_inputs, oracle, conformance_ledger):
     name = backend_name
-    state, payload = backend_probes(name, probe_inputs)
+    state, payload = backend_probes(name, probe_inputs, conformance_ledger)
     if state == "missing":
-        _skip_or_fail(name, payload)
+        _skip_or_fail(name, payload, conformance_ledger)
     if state == "error":
         pytest.fail("backend %r probe worker did not finish: %s" % (name, payload))
     key = "c%d/" % case_index
     if key + "unsupported" in payload:
         pytest.skip("backend %r does not support this case: %s" % (name, payload[key + "unsupported"]))
     problems = conformance.compare_case(case_index, CASES[case_index], payload, oracle)
+    if problems:
+        conformance_ledger.failed(name, "case %s" % _case_id(CASES[case_index]))
     assert not problems, "%s, %s: %s" % (name, _case_id(CASES[case_index]), "; ".join(problems))
 
 
 @pytest.mark.slow
-def test_learns_on_real_mnist(backend_name):
+def test_learns_on_real_mnist(backend_name, conformance_ledger):
     """A short real run through the CLI's own path: a valid ok record, accuracy beyond chance."""
     from bench.session import new_session_context, run_backend
 
     name = backend_name
     backend = registry.get(name)
-    ok, why = envs.availability(backend)
-    if not ok:
-        _skip_or_fail(name, why)
-    if backend.env != "base" and not envs.env_exists(backend.env) and not conformance.required(name):
-        _skip_or_fail(name, "tox env %r not built" % backend.env)
+    why = conformance.not_here(name)
+    if why and not conformance.required(name):
+        _skip_or_fail(name, why, conformance_ledger)
     spec = load_spec("seed_convnet")
-    config = TrainConfig(batch_size=64, limit_train=2048, limit_test=1000, threads=os.cpu_count(),
+    config = TrainConfig(batch_size=64, limit_train=2048, limit_test=1000, threads=usable_cpus(),
                          warmup_steps=2)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "runs.jsonl")
         record = run_backend(backend, spec, config, new_session_context(config.threads), None,
                              900, path, log=lambda t: None)
     if record["status"] == "unavailable":
-        _skip_or_fail(name, record["reason"])
+        _skip_or_fail(name, record["reason"], conformance_ledger)
     assert record["status"] == "ok", "%s: %s\n%s" % (record["status"], record["reason"], record["stderr_tail"])
     assert record_problems(record) == []
     assert record["summary"]["test_accuracy"] > 0.5, record["summary"]
