@@ -46,6 +46,8 @@ def required(name):
     environment a missing framework fails."""
     if needs.explicitly_required(name):
         return True
+    if needs.nothing_required():
+        return False
     backend = registry.get(name)
     if backend.env == "base":
         return not envs.missing_requirements(backend)

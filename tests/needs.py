@@ -21,6 +21,10 @@ def _required_names():
     return {n.strip() for n in raw.split(",") if n.strip()}
 
 
+def nothing_required():
+    return "none" in _required_names()
+
+
 def explicitly_required(piece):
     names = _required_names()
     return "none" not in names and ("all" in names or piece in names)
