@@ -1,24 +1,97 @@
 """PyTorch: the spec as an `nn.Sequential`, trained with an eager loop, as PyTorch users write it.
 
+The LAYERS table builds each layer as its nn module(s); max-norm kernels are rescaled in place
+after each optimizer step, as Keras' MaxNorm does.
+
 Canonical layout is PyTorch's own (NCHW, OIHW, flatten C,H,W), except dense kernels: nn.Linear
 stores (out, in), the canonical layout is (in, out), so they are transposed at the boundary.
 """
-from collections import OrderedDict
-
 import numpy as np
 
-from backends.base import Adapter, Unavailable, Unsupported
+from backends.base import Unavailable
+from backends.common import tables
+from backends.common.adapter import TableAdapter
+from backends.common.padding import conv_padding
+from backends.common.walker import walk
+from backends.common.weights import IDENTITY, TRANSPOSED
+from models.spec import MAX_NORM_EPS
 
 
-class TorchAdapter(Adapter):
+# --- the spec, layer by layer: nn modules ---------------------------------------------------------
+
+def _conv2d(a, step):
+    layer, nn = step.layer, a.nn
+    pad = conv_padding(layer)
+    blocks = []
+    if not pad.symmetric:  # asymmetric 'same': nn.Conv2d pads both sides alike
+        (pt, pb), (pl, pr) = pad.pads
+        blocks.append(nn.ZeroPad2d((pl, pr, pt, pb)))
+    padding = (pad.pads[0][0], pad.pads[1][0]) if pad.symmetric else 0
+    conv = nn.Conv2d(step.in_shape[0], layer.filters, layer.kernel, layer.stride,
+                     padding=padding, bias=layer.use_bias)
+    _bind_kernel(a, layer, conv, IDENTITY)
+    return blocks + [conv] + _activation(a, layer.activation)
+
+
+def _dense(a, step):
+    layer = step.layer
+    linear = a.nn.Linear(step.in_shape[0], layer.units, bias=layer.use_bias)
+    _bind_kernel(a, layer, linear, TRANSPOSED)  # nn.Linear stores (out, in)
+    return [linear] + _activation(a, layer.activation)
+
+
+def _bind_kernel(a, layer, module, layout):
+    a.bindings.bind(layer.name + ".weight", (module, "weight"), layout)
+    if layer.use_bias:
+        a.bindings.bind(layer.name + ".bias", (module, "bias"))
+    if layer.max_norm is not None:
+        a.max_norms.append((module, layer.max_norm))
+
+
+def _batchnorm(a, step):
+    nn, shape = a.nn, step.in_shape
+    bn = (nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d)(
+        shape[0], eps=step.layer.eps, momentum=step.layer.momentum)
+    for field, attr in (("gamma", "weight"), ("beta", "bias"), ("running_mean", "running_mean"),
+                        ("running_var", "running_var")):
+        a.bindings.bind(step.layer.name + "." + field, (bn, attr))
+    return bn
+
+
+def _activation(a, function):
+    found = tables.activation(a, function)
+    return [found()] if found else []
+
+
+class TorchAdapter(TableAdapter):
     name = "torch"
     framework = "torch"
+    LAYERS = {
+        "conv2d": _conv2d,
+        "maxpool2d": lambda a, step: a.nn.MaxPool2d(step.layer.size, step.layer.stride),
+        "avgpool2d": lambda a, step: a.nn.AvgPool2d(step.layer.size, step.layer.stride),
+        "flatten": lambda a, step: a.nn.Flatten(),
+        "dense": _dense,
+        "dropout": lambda a, step: a.nn.Dropout(step.layer.rate if a.config.dropout else 0.0),
+        "batchnorm": _batchnorm,
+        "activation": lambda a, step: _activation(a, step.layer.function),
+    }
+    OPTIMIZERS = {
+        "sgd": lambda a, params: a.torch.optim.SGD(params, lr=a.config.lr),
+        "momentum": lambda a, params: a.torch.optim.SGD(params, lr=a.config.lr,
+                                                        momentum=a.config.momentum),
+        "adam": lambda a, params: a.torch.optim.Adam(
+            params, lr=a.config.lr, betas=(a.config.beta1, a.config.beta2), eps=a.config.eps),
+        "rmsprop": lambda a, params: a.torch.optim.RMSprop(params, lr=a.config.lr,
+                                                           alpha=a.config.rho, eps=a.config.eps),
+    }
 
     def build(self):
         import torch
         from torch import nn
 
-        self.torch = torch
+        self.torch, self.nn = torch, nn
+        self.ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
         cfg = self.config
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise Unavailable("no CUDA device: torch.cuda.is_available() is False (torch %s, CUDA "
@@ -33,82 +106,24 @@ class TorchAdapter(Adapter):
         self.dtype = getattr(torch, cfg.dtype)
         torch.manual_seed(cfg.seed)  # dropout masks (not shared with other backends)
 
-        modules = []
-        self.param_map = OrderedDict()  # canonical name -> (module attribute path, transpose?)
-        in_shape = self.spec.input_shape
-        for layer, shape in zip(self.spec.layers, self.spec.shapes):
-            idx = str(len(modules))
-            if layer.kind == "conv2d":
-                (pt, pb), (pl, pr) = layer.padding
-                if pt != pb or pl != pr:
-                    modules.append(nn.ZeroPad2d((pl, pr, pt, pb)))  # asymmetric 'same'
-                    idx, pad = str(len(modules)), 0
-                else:
-                    pad = (pt, pl)
-                modules.append(nn.Conv2d(in_shape[0], layer.filters, layer.kernel, layer.stride,
-                                         padding=pad, bias=layer.use_bias))
-                self._map(layer, idx, transpose=False)
-                modules.extend(_activation(nn, layer.activation))
-            elif layer.kind == "maxpool2d":
-                modules.append(nn.MaxPool2d(layer.size, layer.stride))
-            elif layer.kind == "flatten":
-                modules.append(nn.Flatten())
-            elif layer.kind == "dense":
-                modules.append(nn.Linear(in_shape[0], layer.units, bias=layer.use_bias))
-                self._map(layer, idx, transpose=True)
-                modules.extend(_activation(nn, layer.activation))
-            elif layer.kind == "dropout":
-                modules.append(nn.Dropout(layer.rate if cfg.dropout else 0.0))
-            elif layer.kind == "batchnorm":
-                bn = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
-                modules.append(bn(in_shape[0], eps=layer.eps, momentum=layer.momentum))
-                for field, attr in (("gamma", "weight"), ("beta", "bias"),
-                                    ("running_mean", "running_mean"), ("running_var", "running_var")):
-                    self.param_map[layer.name + "." + field] = (idx + "." + attr, False)
-            elif layer.kind == "activation":
-                modules.extend(_activation(nn, layer.function))
-            else:
-                raise Unsupported("layer kind %r" % layer.kind)
-            in_shape = shape
-        self.model = nn.Sequential(*modules).to(device=self.device, dtype=self.dtype)
+        self.new_bindings()
+        self.max_norms = []  # (module, c): its weight is constrained after every update
+        self.model = nn.Sequential(*walk(self)).to(device=self.device, dtype=self.dtype)
+        self.bindings.check(self.spec.params())
         self.loss_fn = nn.CrossEntropyLoss()
-        self.optimizer = self._make_optimizer()
+        self.reset_optimizer()
 
-    def _map(self, layer, idx, transpose):
-        self.param_map[layer.name + ".weight"] = (idx + ".weight", transpose)
-        if layer.use_bias:
-            self.param_map[layer.name + ".bias"] = (idx + ".bias", False)
+    def reset_optimizer(self):
+        self.optimizer = tables.optimizer(self, self.model.parameters())
 
-    def _make_optimizer(self):
-        optim, c, params = self.torch.optim, self.config, self.model.parameters()
-        if c.optimizer == "sgd":
-            return optim.SGD(params, lr=c.lr)
-        if c.optimizer == "momentum":
-            return optim.SGD(params, lr=c.lr, momentum=c.momentum)
-        if c.optimizer == "adam":
-            return optim.Adam(params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps)
-        if c.optimizer == "rmsprop":
-            return optim.RMSprop(params, lr=c.lr, alpha=c.rho, eps=c.eps)
-        raise Unsupported("optimizer %r" % c.optimizer)
+    def read_param(self, handle):
+        module, attr = handle
+        return getattr(module, attr).detach().cpu().numpy()
 
-    def _tensors(self):
-        return dict(list(self.model.named_parameters()) + list(self.model.named_buffers()))
-
-    def set_weights(self, params):
-        tensors = self._tensors()
+    def write_param(self, handle, value):
+        module, attr = handle
         with self.torch.no_grad():
-            for name, (attr, transpose) in self.param_map.items():
-                value = np.asarray(params[name])
-                tensors[attr].copy_(self.torch.from_numpy(np.ascontiguousarray(value.T if transpose else value)))
-        self.optimizer = self._make_optimizer()  # fresh optimizer state for fresh weights
-
-    def get_weights(self):
-        tensors = self._tensors()
-        out = OrderedDict()
-        for name, (attr, transpose) in self.param_map.items():
-            value = tensors[attr].detach().cpu().numpy()  # shares memory with the tensor: copy
-            out[name] = np.array(value.T if transpose else value, order="C", copy=True)
-        return out
+            getattr(module, attr).copy_(self.torch.from_numpy(value))
 
     def _input(self, x, y=None):
         tx = self.torch.from_numpy(np.ascontiguousarray(x, dtype=self.config.dtype)).to(self.device)
@@ -123,9 +138,21 @@ class TorchAdapter(Adapter):
         loss = self.loss_fn(self.model(tx), ty)
         loss.backward()
         self.optimizer.step()
+        if self.max_norms:
+            self._apply_max_norms()
         if self.cuda:  # the timer stops when this returns: the update's kernels must be done
             self.torch.cuda.synchronize(self.device)
         return loss.item()  # .item() waits for the device: the timing sync point
+
+    def _apply_max_norms(self):
+        """Keras' MaxNorm after the update: each output unit (dim 0 of a Conv2d / Linear weight)
+        rescaled by clip(n, 0, c) / (eps + n)."""
+        with self.torch.no_grad():
+            for module, c in self.max_norms:
+                w = module.weight
+                axes = tuple(range(1, w.dim()))
+                norms = self.torch.linalg.vector_norm(w, dim=axes, keepdim=True)
+                w.mul_(norms.clamp(max=c) / (MAX_NORM_EPS + norms))
 
     def predict(self, x):
         self.model.eval()
@@ -150,14 +177,6 @@ class TorchAdapter(Adapter):
             info["cuda"] = torch.version.cuda
             info["cudnn"] = torch.backends.cudnn.version()
         return info
-
-
-def _activation(nn, function):
-    if function == "relu":
-        return [nn.ReLU()]
-    if function == "tanh":
-        return [nn.Tanh()]
-    return []
 
 
 def _torch_blas(torch):

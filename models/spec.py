@@ -17,13 +17,17 @@ import math
 import os
 import re
 from collections import OrderedDict
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
 MODELS_DIR = os.path.dirname(os.path.abspath(__file__))
 ACTIVATIONS = ("relu", "tanh", "linear")
-LAYER_KINDS = ("conv2d", "maxpool2d", "dense", "dropout", "batchnorm", "flatten", "activation")
+LAYER_KINDS = ("conv2d", "maxpool2d", "avgpool2d", "dense", "dropout", "batchnorm", "flatten",
+               "activation")
+POOL_KINDS = ("maxpool2d", "avgpool2d")
+#: Keras' epsilon in its MaxNorm constraint: w * clip(norm, 0, c) / (MAX_NORM_EPS + norm)
+MAX_NORM_EPS = 1e-7
 #: the largest size, shape element count or tensor: frameworks index with int32
 MAX_SIZE = 2 ** 31 - 1
 LAYER_NAME = re.compile(r"[A-Za-z0-9_]+\Z")  # ASCII: every framework accepts it as an op name
@@ -42,6 +46,7 @@ class Conv2D(NamedTuple):
     padding_mode: str  # "valid" | "same" | "explicit": kept so adapters can use their own idiom
     activation: str
     use_bias: bool
+    max_norm: Optional[float] = None  # kernel constraint after every update (see max_norms)
     kind: str = "conv2d"
 
 
@@ -52,11 +57,20 @@ class MaxPool2D(NamedTuple):
     kind: str = "maxpool2d"
 
 
+class AvgPool2D(NamedTuple):
+    """The mean of each window (no padding, so every window has size[0] * size[1] values)."""
+    name: str
+    size: Tuple[int, int]
+    stride: Tuple[int, int]
+    kind: str = "avgpool2d"
+
+
 class Dense(NamedTuple):
     name: str
     units: int
     activation: str
     use_bias: bool
+    max_norm: Optional[float] = None
     kind: str = "dense"
 
 
@@ -135,6 +149,17 @@ class ModelSpec(NamedTuple):
         """Trainable parameters (what frameworks report as parameters)."""
         return sum(int(np.prod(p.shape)) for p in self.params().values() if p.trainable)
 
+    def max_norms(self):
+        """OrderedDict kernel name -> c for every kernel under a max-norm constraint.
+
+        After every optimizer update each output unit's incoming weights (a conv filter: all of
+        its I x H x W taps; a dense unit: its column of the (in, out) kernel) are rescaled, as
+        Keras' MaxNorm does it: w <- w * clip(n, 0, c) / (MAX_NORM_EPS + n), n their L2 norm.
+        Biases are not constrained. The reference (backends/numpy_ref.py) applies exactly this.
+        """
+        return OrderedDict((layer.name + ".weight", layer.max_norm) for layer in self.layers
+                           if getattr(layer, "max_norm", None) is not None)
+
     @property
     def has_dropout(self):
         return any(layer.kind == "dropout" for layer in self.layers)
@@ -203,6 +228,8 @@ def _plain(value):
 def _layer_source(layer):
     """A layer back in its TOML form (what spec_from_dict reads), with every default explicit."""
     d = OrderedDict((k, _plain(v)) for k, v in layer._asdict().items() if k != "padding_mode")
+    if d.get("max_norm", 0) is None:  # absent, as before the field existed: the hash is unchanged
+        del d["max_norm"]
     if layer.kind == "conv2d":
         if layer.padding_mode in ("valid", "same"):
             d["padding"] = layer.padding_mode
@@ -310,7 +337,8 @@ def _parse_layer(table, index, in_shape, counters, where):
     if kind not in LAYER_KINDS:
         raise SpecError("%s, field 'kind': unknown layer kind %r (known: %s)"
                         % (lw, kind, ", ".join(LAYER_KINDS)))
-    short = {"conv2d": "conv", "maxpool2d": "pool", "dense": "dense", "dropout": "dropout",
+    short = {"conv2d": "conv", "maxpool2d": "pool", "avgpool2d": "pool", "dense": "dense",
+             "dropout": "dropout",
              "batchnorm": "bn", "flatten": "flatten", "activation": "act"}[kind]
     counters[short] = counters.get(short, 0) + 1
     name = table.get("name", "%s%d" % (short, counters[short]))
@@ -320,7 +348,7 @@ def _parse_layer(table, index, in_shape, counters, where):
     f = _Fields(table, lw)
     spatial = len(in_shape) == 3
 
-    if kind in ("conv2d", "maxpool2d") and not spatial:
+    if kind in ("conv2d",) + POOL_KINDS and not spatial:
         raise SpecError("%s: needs a (C, H, W) input, got shape %r (is a flatten before it?)"
                         % (lw, in_shape))
     if kind == "dense" and spatial:
@@ -342,20 +370,21 @@ def _parse_layer(table, index, in_shape, counters, where):
             p = f.pair("padding", minimum=0)
             padding, mode = ((p[0], p[0]), (p[1], p[1])), "explicit"
         act = f.choice("activation", ACTIVATIONS, "linear")
-        layer = Conv2D(name, filters, kernel, stride, padding, mode, act, f.bool("use_bias", True))
+        layer = Conv2D(name, filters, kernel, stride, padding, mode, act, f.bool("use_bias", True),
+                       _max_norm(f))
         oh = _conv_out(in_shape[1], kernel[0], stride[0], padding[0])
         ow = _conv_out(in_shape[2], kernel[1], stride[1], padding[1])
         out = (filters, oh, ow)
-    elif kind == "maxpool2d":
+    elif kind in POOL_KINDS:
         size = f.pair("size", required=True)
         stride = f.pair("stride", list(size))
-        layer = MaxPool2D(name, size, stride)
+        layer = (MaxPool2D if kind == "maxpool2d" else AvgPool2D)(name, size, stride)
         out = (in_shape[0], _conv_out(in_shape[1], size[0], stride[0], (0, 0)),
                _conv_out(in_shape[2], size[1], stride[1], (0, 0)))
     elif kind == "dense":
         units = f.int("units", required=True)
         act = f.choice("activation", ACTIVATIONS, "linear")
-        layer = Dense(name, units, act, f.bool("use_bias", True))
+        layer = Dense(name, units, act, f.bool("use_bias", True), _max_norm(f))
         out = (units,)
     elif kind == "dropout":
         layer = Dropout(name, f.float("rate", required=True, lo=0.0, hi=1.0))
@@ -375,6 +404,14 @@ def _parse_layer(table, index, in_shape, counters, where):
     if _size(out) > MAX_SIZE:
         raise SpecError("%s: output shape %r has more than %d elements" % (lw, out, MAX_SIZE))
     return layer, out
+
+
+def _max_norm(f):
+    """The optional `max_norm = c` of a conv2d or dense layer (a kernel constraint), or None."""
+    if "max_norm" not in f.table:
+        f.used.add("max_norm")
+        return None
+    return f.float("max_norm", lo=1e-6)
 
 
 def _size(shape):

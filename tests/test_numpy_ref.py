@@ -188,6 +188,15 @@ def naive_forward(spec, params, x, train, masks=None):
                 for j in range(ow):
                     out[:, :, i, j] = h[:, :, i * sh:i * sh + ph, j * sw:j * sw + pw].max(axis=(2, 3))
             h = out
+        elif layer.kind == "avgpool2d":
+            (ph, pw), (sh, sw) = layer.size, layer.stride
+            oh = (h.shape[2] - ph) // sh + 1
+            ow = (h.shape[3] - pw) // sw + 1
+            out = np.empty(h.shape[:2] + (oh, ow))
+            for i in range(oh):
+                for j in range(ow):
+                    out[:, :, i, j] = h[:, :, i * sh:i * sh + ph, j * sw:j * sw + pw].mean(axis=(2, 3))
+            h = out
         elif layer.kind == "flatten":
             h = h.reshape(h.shape[0], -1)  # NCHW: (C, H, W) order
         elif layer.kind == "dense":
@@ -257,6 +266,10 @@ LAYER_CASES = OrderedDict([
                              {"kind": "maxpool2d", "size": 2, "stride": 3}, FLAT]),
     ("pool_after_activation", [_conv(kernel=1), {"kind": "activation", "function": "relu"},
                                {"kind": "maxpool2d", "size": 2}, FLAT]),
+    ("avgpool2", [PRE, _conv(kernel=1, activation="relu"), {"kind": "avgpool2d", "size": 2}, FLAT]),
+    ("avgpool3s2_uncovered", [PRE, _conv(kernel=2), {"kind": "avgpool2d", "size": 3, "stride": 2},
+                              FLAT]),
+    ("avgpool_rect_first", [{"kind": "avgpool2d", "size": [2, 3], "stride": [3, 1]}, FLAT]),
     ("dense_relu", [PRE, FLAT, {"kind": "dense", "units": 5, "activation": "relu"}]),
     ("dense_tanh", [PRE, FLAT, {"kind": "dense", "units": 5, "activation": "tanh"}]),
     ("dense_linear_nobias", [PRE, FLAT, {"kind": "dense", "units": 5, "use_bias": False}]),
@@ -634,6 +647,37 @@ def test_optimizer_two_steps_follow_the_formulas(opt):
         np.testing.assert_allclose(got1[k], p1[k], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(got2[k], p2[k], rtol=1e-12, atol=1e-14)
         assert np.abs(got2[k] - got1[k]).max() > 1e-3  # the second step moved
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_max_norm_rescales_each_unit_after_the_update_as_keras_does(dtype):
+    """After the optimizer's update, each output unit of a constrained kernel (a conv filter over
+    I x H x W, a dense column) is scaled by clip(n, 0, c) / (1e-7 + n); biases and unconstrained
+    kernels are the optimizer's alone."""
+    c = F64._replace(optimizer="sgd", lr=5.0, dtype=dtype)
+    layers = [_conv(filters=3), FLAT, {"kind": "dense", "units": 4, "activation": "tanh"}]
+    plain = make_spec(layers)
+    p0 = random_params(plain, seed=4)
+    x, y = batch(plain, n=4, seed=6)
+    a = make_adapter(plain, p0, config=c)
+    a.train_step(x, y)
+    expected = a.get_weights()  # the optimizer's update alone
+    bounds = {}
+    for name, axes in (("conv1.weight", (1, 2, 3)), ("dense1.weight", (0,))):
+        w = expected[name].astype(np.float64)
+        n = np.sqrt((w * w).sum(axis=axes, keepdims=True))
+        bounds[name] = float(np.median(n)) * 1.01  # some units above the bound, some below
+        expected[name] = w * np.clip(n, 0, bounds[name]) / (1e-7 + n)
+        assert (n > bounds[name]).any() and (n < bounds[name]).any()
+    layers[0]["max_norm"], layers[2]["max_norm"] = bounds["conv1.weight"], bounds["dense1.weight"]
+    spec = make_spec(layers)
+    a = make_adapter(spec, p0, config=c)
+    a.train_step(x, y)
+    got = a.get_weights()
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    for name in p0:
+        np.testing.assert_allclose(got[name], expected[name], rtol=tol, atol=tol, err_msg=name)
+    assert sorted(spec.max_norms()) == ["conv1.weight", "dense1.weight"]
 
 
 def test_set_weights_resets_optimizer_state():
