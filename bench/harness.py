@@ -147,15 +147,16 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
 def conform(adapter_factory, cases, arrays, emit):
     """Sameness probes for the conformance suite: the parent compares them with the oracle.
 
-    For each case (a spec dict + config), with the weights, batch and batches the parent sent:
-    parameter names and shapes, a weights round trip, logits, one train step (loss + updated
-    weights) from a fresh adapter, and the per-step loss of a trajectory from another fresh one.
+    For each case (a spec dict + config, its arrays under case["key"]), with the weights, batch and
+    batches the parent sent: parameter names and shapes, a weights round trip, logits, one train
+    step (loss + updated weights) from a fresh adapter, and the per-step loss of a trajectory from
+    another fresh one, with its weights after the steps in case["checkpoints"].
     """
     from backends.base import Unsupported
 
     out = {}
     for i, case in enumerate(cases):
-        key = "c%d/" % i
+        key = case.get("key") or "c%d/" % i
         weights = dict((k[len(key) + 2:], v) for k, v in arrays.items() if k.startswith(key + "w/"))
         x, y = arrays[key + "x"], arrays[key + "y"]
         a = adapter_factory(case)
@@ -177,7 +178,13 @@ def conform(adapter_factory, cases, arrays, emit):
             b.build()
             b.set_weights(weights)
             xs, ys = arrays[key + "xs"], arrays[key + "ys"]
-            out[key + "traj"] = np.array([b.train_step(xs[s], ys[s]) for s in range(len(xs))])
+            keep, losses = set(case.get("checkpoints", ())), []
+            for s in range(len(xs)):
+                losses.append(b.train_step(xs[s], ys[s]))
+                if s + 1 in keep:
+                    for name, value in b.get_weights().items():
+                        out["%stw/%d/%s" % (key, s + 1, name)] = np.asarray(value)
+            out[key + "traj"] = np.array(losses)
             b.close()
         emit({"type": "progress", "case": i + 1, "cases": len(cases)})
     return out

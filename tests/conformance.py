@@ -7,6 +7,7 @@ tolerances below; a case the adapter refuses with Unsupported is reported, not f
 """
 import os
 import tempfile
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -14,9 +15,10 @@ from backends import registry
 from backends.base import TrainConfig
 from backends.numpy_ref import NumpyReference
 from bench import envs
+from bench.context import usable_cpus
 from bench.data import Mnist
 from bench.runner import run_worker
-from models.spec import init_weights, list_models, load_spec
+from models.spec import init_weights, list_models, load_spec, spec_from_dict
 
 import needs
 
@@ -66,18 +68,72 @@ def not_here(name):
     return None
 
 
+class Case(NamedTuple):
+    """One conformance question: a spec, a config and how many trajectory steps."""
+    key: str             # "c<index>/": the prefix of its arrays
+    label: str           # what a failure names
+    spec: Any
+    config: TrainConfig
+    steps: int
+
+
+def _config(**kw):
+    kw.setdefault("optimizer", "momentum")
+    kw.setdefault("lr", 0.01)
+    return TrainConfig(dropout=False, threads=0, batch_size=BATCH, **kw)
+
+
+#: one small network per layer feature: a linear 1x1 conv below (so the layer's input gradient
+#: reaches a parameter), the layer, then flatten and the logits; checked one step, in float64.
+#: A failure names the layer and whether its forward or its backward differs.
+_PRE = {"kind": "conv2d", "name": "pre", "filters": 3, "kernel": 1}
+LAYER_CASES = (
+    ("conv2d 3x3 valid relu", {"kind": "conv2d", "filters": 4, "kernel": 3, "activation": "relu"}),
+    ("conv2d 3x3 same stride 2", {"kind": "conv2d", "filters": 4, "kernel": 3, "stride": 2,
+                                  "padding": "same"}),
+    ("conv2d 4x2 explicit pad, no bias, tanh", {"kind": "conv2d", "filters": 4, "kernel": [4, 2],
+                                                "padding": [1, 2], "use_bias": False,
+                                                "activation": "tanh"}),
+    ("conv2d max_norm", {"kind": "conv2d", "filters": 4, "kernel": 3, "max_norm": 0.3}),
+    ("maxpool2d 2x2", {"kind": "maxpool2d", "size": 2}),
+    ("maxpool2d 3x3/2", {"kind": "maxpool2d", "size": 3, "stride": 2}),
+    ("avgpool2d 2x2", {"kind": "avgpool2d", "size": 2}),
+    ("avgpool2d 3x3/2", {"kind": "avgpool2d", "size": 3, "stride": 2}),
+    ("batchnorm spatial", {"kind": "batchnorm"}),
+    ("activation tanh", {"kind": "activation", "function": "tanh"}),
+    ("dense relu after flatten", None),
+    ("dense max_norm", None),
+)
+
+
+def _layer_spec(label, layer):
+    layers = [_PRE] + ([layer] if layer else []) + [{"kind": "flatten"}]
+    if label.startswith("dense"):
+        dense = {"kind": "dense", "units": 7, "activation": "relu"}
+        if "max_norm" in label:
+            dense["max_norm"] = 0.2
+        layers.append(dense)
+    layers.append({"kind": "dense", "units": 10, "name": "logits"})
+    return spec_from_dict({"name": "layer", "input_shape": [1, 28, 28], "num_classes": 10,
+                           "layers": layers}, where=label)
+
+
 def build_cases():
-    """[(case dict, trajectory steps)] shared by every backend."""
-    cases = []
+    """[Case] shared by every backend: every model, each optimizer, each layer feature."""
+    rows = []
     for model in list_models():
         for dtype in ("float64", "float32"):
             steps = TRAJ_STEPS if model == "seed_convnet" else (20 if dtype == "float64" else 0)
-            cases.append((model, TrainConfig(optimizer="momentum", lr=0.01, dtype=dtype,
-                                             dropout=False, threads=0, batch_size=BATCH), steps))
+            rows.append(("%s-%s-momentum%s" % (model, dtype, "-%dsteps" % steps if steps else ""),
+                         load_spec(model), _config(dtype=dtype), steps))
     for opt, lr in (("sgd", 0.1), ("adam", 1e-3), ("rmsprop", 1e-3)):
-        cases.append(("seed_convnet", TrainConfig(optimizer=opt, lr=lr, dtype="float64",
-                                                  dropout=False, threads=0, batch_size=BATCH), 10))
-    return cases
+        rows.append(("seed_convnet-float64-%s-10steps" % opt, load_spec("seed_convnet"),
+                     _config(optimizer=opt, lr=lr, dtype="float64"), 10))
+    for label, layer in LAYER_CASES:
+        rows.append(("layer " + label, _layer_spec(label, layer),
+                     _config(optimizer="sgd", lr=0.5, dtype="float64"), 0))
+    return [Case("c%d/" % i, label, spec, config, steps)
+            for i, (label, spec, config, steps) in enumerate(rows)]
 
 
 def _real_batches(dtype, steps, offset):
@@ -98,16 +154,16 @@ def _mnist():
 
 
 def inputs_for(cases):
-    """The arrays every backend receives: weights, a batch, trajectory batches (real MNIST)."""
+    """The arrays every backend receives: weights, a batch, trajectory batches (real MNIST).
+    Case i starts from init_weights(spec, seed=i) and reads MNIST from offset BATCH * i."""
     arrays = {}
-    for i, (model, config, steps) in enumerate(cases):
-        key = "c%d/" % i
-        spec = load_spec(model)
-        for name, value in init_weights(spec, seed=i, dtype=config.dtype).items():
+    for i, case in enumerate(cases):
+        key = case.key
+        for name, value in init_weights(case.spec, seed=i, dtype=case.config.dtype).items():
             arrays[key + "w/" + name] = value
-        xs, ys = _real_batches(config.dtype, steps or 1, offset=BATCH * i)
+        xs, ys = _real_batches(case.config.dtype, case.steps or 1, offset=BATCH * i)
         arrays[key + "x"], arrays[key + "y"] = xs[0], ys[0]
-        if steps:
+        if case.steps:
             arrays[key + "xs"], arrays[key + "ys"] = xs, ys
     return arrays
 
@@ -124,7 +180,25 @@ def oracle_outputs(cases, arrays):
 
 
 def _job_cases(cases):
-    return [{"spec": load_spec(m).to_dict(), "config": c.to_dict()} for m, c, _ in cases]
+    return [{"key": c.key, "spec": c.spec.to_dict(), "config": c.config.to_dict(),
+             "checkpoints": _checkpoints(c)} for c in cases]
+
+
+#: trajectory weights kept per case, at most (values): enough for every step of seed_convnet
+CHECKPOINT_VALUES = 4 * 10 ** 6
+
+
+def _checkpoints(case):
+    """After which trajectory steps the probes keep the weights (to name the largest weight
+    difference where a trajectory first goes past its tolerance): every step where that fits in
+    CHECKPOINT_VALUES, else steps 1, 2, 4, 8, ... and the last."""
+    if not case.steps:
+        return []
+    size = sum(int(np.prod(p.shape)) for p in case.spec.params().values())
+    if size * case.steps <= CHECKPOINT_VALUES:
+        return list(range(1, case.steps + 1))
+    steps = [2 ** k for k in range(case.steps.bit_length()) if 2 ** k <= case.steps]
+    return sorted(set(steps + [case.steps]))
 
 
 def run_backend_probes(name, cases, arrays, timeout_s=1800):
@@ -134,9 +208,11 @@ def run_backend_probes(name, cases, arrays, timeout_s=1800):
         arrays_in = os.path.join(tmp, "in.npz")
         arrays_out = os.path.join(tmp, "out.npz")
         np.savez(arrays_in, **arrays)
+        if os.environ.get("CONVBENCH_CONFORMANCE_VERBOSE"):
+            print("probe job for %s: %d case(s)" % (name, len(cases)))
         job = {"kind": "conform", "backend": name, "cases": _job_cases(cases),
                "arrays_in": arrays_in, "arrays_out": arrays_out}
-        outcome = run_worker(backend, job, threads=os.cpu_count(), timeout_s=timeout_s,
+        outcome = run_worker(backend, job, threads=usable_cpus(), timeout_s=timeout_s,
                              log=lambda text: None)
         if outcome.status != "ok":
             return outcome, None
@@ -144,13 +220,14 @@ def run_backend_probes(name, cases, arrays, timeout_s=1800):
             return outcome, {k: npz[k] for k in npz.files}
 
 
-def compare_case(i, case, got, want):
-    """List of mismatch descriptions for case i ([] when it conforms)."""
-    model, config, steps = case
-    key = "c%d/" % i
+def compare_case(case, got, want):
+    """List of mismatch descriptions for one case ([] when it conforms)."""
+    key, config, steps, spec = case.key, case.config, case.steps, case.spec
     tol = TOL[config.dtype]
-    spec = load_spec(model)
     problems = []
+    layer_case = case.label.startswith("layer ")
+    forward = "forward: " if layer_case else ""
+    backward = "backward: " if layer_case else ""
 
     def diff(a, b):
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -170,24 +247,45 @@ def compare_case(i, case, got, want):
             problems.append("weights round trip not exact for %s (get_weights must return copies, not views)" % n)
     d = diff(got[key + "logits"], want[key + "logits"])
     if d > tol["logits"]:
-        problems.append("logits differ by %.3g > %.1g" % (d, tol["logits"]))
+        problems.append("%slogits differ by %.3g > %.1g" % (forward, d, tol["logits"]))
     d = diff(got[key + "loss1"], want[key + "loss1"])
     if d > tol["loss1"]:
-        problems.append("one-step loss differs by %.3g > %.1g" % (d, tol["loss1"]))
+        problems.append("%sone-step loss differs by %.3g > %.1g" % (forward, d, tol["loss1"]))
     for n in names:
         g, w = got[key + "step1/" + n], want[key + "step1/" + n]
         if n.endswith((".running_mean", ".running_var")):
             if not np.allclose(g, w, rtol=RUNNING_STAT_RTOL, atol=tol["weights"]):
-                problems.append("running statistic %s after one step differs by %.3g"
-                                % (n, diff(g, w)))
+                problems.append("%srunning statistic %s after one step differs by %.3g"
+                                % (forward, n, diff(g, w)))
         else:
             allowed = tol["weights"]
             if config.dtype == "float32":
                 allowed += FLOAT32_UPDATE_RTOL * diff(w, want[key + "rt/" + n])
             if diff(g, w) > allowed:
-                problems.append("%s after one step differs by %.3g > %.2g" % (n, diff(g, w), allowed))
+                problems.append("%s%s after one step differs by %.3g > %.2g"
+                                % (backward, n, diff(g, w), allowed))
     if steps:
-        d = diff(got[key + "traj"], want[key + "traj"])
-        if d > tol["traj"]:
-            problems.append("%d-step loss trajectory differs by up to %.3g > %.1g" % (steps, d, tol["traj"]))
+        problems += _trajectory_problems(case, got, want, tol["traj"], diff)
     return problems
+
+
+def _trajectory_problems(case, got, want, tol, diff):
+    """Where a loss trajectory first goes past its tolerance, and the largest weight difference
+    at the nearest kept step at or after it (the weights that produced the next losses)."""
+    key = case.key
+    gap = np.abs(np.asarray(got[key + "traj"], np.float64) - np.asarray(want[key + "traj"], np.float64))
+    if not gap.size or gap.max() <= tol:
+        return []
+    first = int(np.argmax(gap > tol))  # loss[s] is computed from the weights after s updates
+    text = ("%d-step loss trajectory first differs past %.1g at step %d (by %.3g; largest %.3g at "
+            "step %d)" % (case.steps, tol, first, gap[first], gap.max(), int(np.argmax(gap))))
+    kept = [s for s in _checkpoints(case) if s >= max(first, 1)]
+    if kept:
+        at = kept[0]
+        prefix = "%stw/%d/" % (key, at)
+        worst = max(((diff(got[k], want[k]), k[len(prefix):]) for k in got
+                     if k.startswith(prefix) and k in want), default=None)
+        if worst:
+            text += "; after %d update(s) the largest weight difference is %.3g in %s" % (
+                at, worst[0], worst[1])
+    return [text]

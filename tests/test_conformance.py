@@ -28,8 +28,11 @@ def probe_inputs():
 
 
 @pytest.fixture(scope="session")
-def oracle(probe_inputs):
-    return conformance.oracle_outputs(CASES, probe_inputs)
+def oracle(probe_inputs, request):
+    """The reference's answers to the cases this session selected (for any backend)."""
+    chosen = sorted({item.callspec.params["case_index"] for item in request.session.items
+                     if "case_index" in getattr(getattr(item, "callspec", None), "params", {})})
+    return conformance.oracle_outputs([CASES[i] for i in chosen], probe_inputs)
 
 
 def _skip_or_fail(name, why, ledger):
@@ -43,14 +46,26 @@ def _skip_or_fail(name, why, ledger):
 _PROBES = {}
 
 
-def backend_probes(name, inputs, ledger):
-    """Run each backend's probe job once per session."""
+def _selected_cases(session, name):
+    """The case indices this session runs for backend `name` (after -k and friends): only those
+    are sent to its worker, so selecting one case does not run them all."""
+    chosen = set()
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("backend_name") == name and "case_index" in params:
+            chosen.add(params["case_index"])
+    return sorted(chosen)
+
+
+def backend_probes(name, inputs, ledger, session):
+    """Run each backend's probe job once per session, for the selected cases."""
     if name not in _PROBES:
         why = conformance.not_here(name)
         if why and not conformance.required(name):
             _PROBES[name] = ("missing", why)
         else:
-            outcome, outputs = conformance.run_backend_probes(name, CASES, inputs)
+            cases = [CASES[i] for i in _selected_cases(session, name)]
+            outcome, outputs = conformance.run_backend_probes(name, cases, inputs)
             if outcome.status == "unavailable":
                 _PROBES[name] = ("missing", outcome.reason)
             elif outcome.status != "ok":
@@ -62,26 +77,21 @@ def backend_probes(name, inputs, ledger):
     return _PROBES[name]
 
 
-def _case_id(case):
-    model, config, steps = case
-    return "%s-%s-%s%s" % (model, config.dtype, config.optimizer, "-%dsteps" % steps if steps else "")
-
-
-@pytest.mark.parametrize("case_index", range(len(CASES)), ids=[_case_id(c) for c in CASES])
-def test_matches_oracle(backend_name, case_index, probe_inputs, oracle, conformance_ledger):
+@pytest.mark.parametrize("case_index", range(len(CASES)), ids=[c.label.replace(" ", "-") for c in CASES])
+def test_matches_oracle(backend_name, case_index, probe_inputs, oracle, conformance_ledger, request):
     name = backend_name
-    state, payload = backend_probes(name, probe_inputs, conformance_ledger)
+    case = CASES[case_index]
+    state, payload = backend_probes(name, probe_inputs, conformance_ledger, request.session)
     if state == "missing":
         _skip_or_fail(name, payload, conformance_ledger)
     if state == "error":
         pytest.fail("backend %r probe worker did not finish: %s" % (name, payload))
-    key = "c%d/" % case_index
-    if key + "unsupported" in payload:
-        pytest.skip("backend %r does not support this case: %s" % (name, payload[key + "unsupported"]))
-    problems = conformance.compare_case(case_index, CASES[case_index], payload, oracle)
+    if case.key + "unsupported" in payload:
+        pytest.skip("backend %r does not support %s: %s" % (name, case.label, payload[case.key + "unsupported"]))
+    problems = conformance.compare_case(case, payload, oracle)
     if problems:
-        conformance_ledger.failed(name, "case %s" % _case_id(CASES[case_index]))
-    assert not problems, "%s, %s: %s" % (name, _case_id(CASES[case_index]), "; ".join(problems))
+        conformance_ledger.failed(name, case.label)
+    assert not problems, "%s %s: %s" % (name, case.label, "; ".join(problems))
 
 
 @pytest.mark.slow

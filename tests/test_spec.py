@@ -40,6 +40,21 @@ def test_padding_same_and_pool_stride():
     assert s.shapes[0] == (4, 14, 14) and s.layers[0].padding == ((0, 1), (0, 1))
 
 
+def test_avgpool_and_max_norm_parse_and_change_the_hash_only_when_given():
+    base = load_spec("seed_convnet").to_dict()
+    layers = [dict(l) for l in base["layers"]]
+    assert "max_norm" not in layers[0]  # absent when not given: older specs keep their hash
+    layers[1]["kind"] = "avgpool2d"
+    avg = spec_from_dict(dict(base, layers=layers))
+    assert avg.layers[1].kind == "avgpool2d" and avg.shapes[1] == (32, 13, 13)
+    assert avg.spec_hash != load_spec("seed_convnet").spec_hash
+    layers[0]["max_norm"] = 3
+    constrained = spec_from_dict(dict(base, layers=layers))
+    assert dict(constrained.max_norms()) == {"conv1.weight": 3.0}
+    assert constrained.to_dict()["layers"][0]["max_norm"] == 3.0
+    assert spec_from_dict(constrained.to_dict()).spec_hash == constrained.spec_hash != avg.spec_hash
+
+
 def test_spec_hash_ignores_description_but_not_structure():
     base = load_spec("seed_convnet").to_dict()
     a = spec_from_dict(dict(base, description="other words"))
@@ -59,6 +74,10 @@ def test_spec_hash_ignores_description_but_not_structure():
     ([{"kind": "dropout"}], "rate"),
     ([{"kind": "warp"}], "kind"),
     ([{"kind": "maxpool2d", "size": [2, 2, 2]}], "size"),
+    ([{"kind": "avgpool2d"}], "size"),
+    ([{"kind": "conv2d", "filters": 8, "kernel": 3, "max_norm": 0}], "max_norm"),
+    ([{"kind": "conv2d", "filters": 8, "kernel": 3, "max_norm": "3"}], "max_norm"),
+    ([{"kind": "maxpool2d", "size": 2, "max_norm": 3.0}], "max_norm"),
 ])
 def test_malformed_layers_name_file_layer_and_field(layers, field):
     with pytest.raises(SpecError) as err:
