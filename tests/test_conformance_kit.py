@@ -48,7 +48,7 @@ def test_a_trajectory_failure_names_its_first_step_and_the_worst_weight_there():
 
 
 def test_a_layer_case_says_whether_forward_or_backward_differs():
-    case = _case("layer maxpool2d 3x3/2")
+    case = _case("layer maxpool2d 3x3 stride 2")
     want = _answers(case)
     got = dict(want)
     got["c0/step1/pre.weight"] = want["c0/step1/pre.weight"] + 1e-3
