@@ -58,61 +58,112 @@ def skeleton(name):
     cls = class_name(name)
     return '''"""{name}: <framework> adapter. Skeleton written by `convbench new-backend {name}`.
 
-Fill in each method; the guide is {guide}. Run the conformance suite after each one:
+Fill in each table entry and hook; the guide is {guide}. Run the conformance suite after each
+one (-k "layer" runs the one-step layer cases only):
 
     .venv/bin/python -m pytest tests/test_conformance.py --backends {name}
 
 Document here what the framework does differently from the suite's definitions (layout, padding,
 optimizer formulas, batchnorm), as the other adapters do.
 """
-from collections import OrderedDict  # noqa: F401  (get_weights returns one)
-
 import numpy as np  # noqa: F401
 
-from backends.base import Adapter, Unavailable, Unsupported  # noqa: F401
+from backends.base import Unavailable, Unsupported  # noqa: F401
+from backends.common import tables  # noqa: F401  (tables.optimizer, tables.activation)
+from backends.common.adapter import TableAdapter
+from backends.common.padding import conv_padding  # noqa: F401
+from backends.common.walker import walk
+from backends.common.weights import IDENTITY, TRANSPOSED  # noqa: F401
 
 
-def _todo(method):
-    return NotImplementedError("{cls}.%s() is not written yet: see {guide}#%s" % (method, method))
+def _todo(what, section="#the-shape-of-an-adapter-tables-of-the-frameworks-own-idioms"):
+    return NotImplementedError("{cls}.%s is not written yet: see {guide}%s" % (what, section))
 
 
-class {cls}(Adapter):
+# --- the spec, layer by layer: step.layer, step.in_shape, step.out_shape, step.prev, step.next --
+# Each function returns the native block(s) and binds every parameter it creates:
+#     a.bindings.bind(step.layer.name + ".weight", native_handle, layout)
+
+def _conv2d(a, step):
+    raise _todo("LAYERS['conv2d'] (filters, kernel, stride, conv_padding(layer), activation, "
+                "use_bias, max_norm)")
+
+
+def _dense(a, step):
+    raise _todo("LAYERS['dense'] (units, activation, use_bias, max_norm)")
+
+
+def _batchnorm(a, step):
+    raise _todo("LAYERS['batchnorm'] (eps, momentum in PyTorch's meaning; gamma, beta, "
+                "running_mean, running_var)")
+
+
+def _pool(kind):
+    def build(a, step):
+        raise _todo("LAYERS[%r] (size, stride; no padding)" % kind)
+    return build
+
+
+def _simple(kind):
+    def build(a, step):
+        raise _todo("LAYERS[%r]" % kind)
+    return build
+
+
+def _optimizer(name):
+    def make(a, *args):
+        raise _todo("OPTIMIZERS[%r] (formulas: docs/results-schema.md#optimizers)" % name)
+    return make
+
+
+class {cls}(TableAdapter):
     name = "{name}"
     framework = "{name}"
+    LAYERS = {{"conv2d": _conv2d, "maxpool2d": _pool("maxpool2d"), "avgpool2d": _pool("avgpool2d"),
+              "dense": _dense, "batchnorm": _batchnorm, "flatten": _simple("flatten"),
+              "dropout": _simple("dropout"), "activation": _simple("activation")}}
+    OPTIMIZERS = {{n: _optimizer(n) for n in ("sgd", "momentum", "adam", "rmsprop")}}
+    ACTIVATIONS = {{}}  # "relu" / "tanh" -> whatever your LAYERS functions want
 
     def build(self):
-        """Import the framework HERE (never at module level), apply config.threads and
-        config.device (raise Unavailable when the device is missing), config.dtype, build the
-        native model from self.spec and its optimizer from self.config. Raise
-        Unsupported(reason) for a model or config the framework truly cannot do.
+        """Import the framework HERE (never at module level); apply config.threads, config.dtype
+        and config.device (Unavailable when the device is missing); then:
+            self.new_bindings(); blocks = walk(self); <compose blocks into the native model>
+            self.bindings.check(self.spec.params()); self.reset_optimizer()
         See {guide}#build."""
-        raise _todo("build")
+        raise _todo("build()", "#build")
 
-    def set_weights(self, params):
-        """Load canonical arrays (dict name -> ndarray, models/spec.py layout) into the native
-        model, converting the layout; reset the optimizer state. See {guide}#set_weights."""
-        raise _todo("set_weights")
+    def read_param(self, handle):
+        """The native value of one bound parameter, as an array-like (it is copied for you).
+        See {guide}#read_param-write_param-reset_optimizer."""
+        raise _todo("read_param()", "#read_param-write_param-reset_optimizer")
 
-    def get_weights(self):
-        """Return every spec parameter (and batchnorm running statistics) in the canonical layout,
-        as fresh NumPy arrays (copies, never views of live buffers). See {guide}#get_weights."""
-        raise _todo("get_weights")
+    def write_param(self, handle, value):
+        """Load one bound parameter from a C-contiguous array already in the native layout.
+        See {guide}#read_param-write_param-reset_optimizer."""
+        raise _todo("write_param()", "#read_param-write_param-reset_optimizer")
+
+    def reset_optimizer(self):
+        """Fresh optimizer state (called after every set_weights), e.g.
+        self.optimizer = tables.optimizer(self, <parameters>).
+        See {guide}#read_param-write_param-reset_optimizer."""
+        raise _todo("reset_optimizer()", "#read_param-write_param-reset_optimizer")
 
     def train_step(self, x, y):
-        """ONE optimizer step on x (N, C, H, W) of config.dtype and y (N,) int64; return the
-        batch-mean loss as a Python float, which must wait for the device to finish the step.
-        See {guide}#train_step."""
-        raise _todo("train_step")
+        """ONE optimizer step on x (N, C, H, W) of config.dtype and y (N,) int64; apply the
+        max-norm constraints after the update; return the batch-mean loss as a Python float,
+        which must wait for the device to finish the step. See {guide}#train_step."""
+        raise _todo("train_step()", "#train_step")
 
     def predict(self, x):
         """Logits (N, num_classes) as a NumPy array, in eval mode (dropout off, batchnorm on its
         running statistics), with no update. See {guide}#predict."""
-        raise _todo("predict")
+        raise _todo("predict()", "#predict")
 
     def environment(self):
         """Framework name and version, device name, layout, threads, flags (into the record).
         See {guide}#environment."""
-        raise _todo("environment")
+        raise _todo("environment()", "#environment")
 
     # optional: device_peak_bytes() (GPU peak memory), train_epoch() (the framework's own
     # epoch loop, --mode epoch), close(). See {guide}#optional-methods.

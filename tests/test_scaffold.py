@@ -29,8 +29,15 @@ def test_new_backend_writes_skeleton_and_registry_entry(repo_copy):
     assert module.exists() and str(module) in proc.stdout
     assert "tests/test_conformance.py --backends foo" in proc.stdout
     text = module.read_text()
-    for method in ("build", "set_weights", "get_weights", "train_step", "predict", "environment"):
-        assert "def %s(" % method in text and "docs/adding-a-backend.md#%s" % method in text
+    for method, section in (("build", "build"), ("read_param", "read_param-write_param-reset_optimizer"),
+                            ("write_param", "read_param-write_param-reset_optimizer"),
+                            ("reset_optimizer", "read_param-write_param-reset_optimizer"),
+                            ("train_step", "train_step"), ("predict", "predict"),
+                            ("environment", "environment")):
+        assert "def %s(" % method in text and "docs/adding-a-backend.md#%s" % section in text
+    for kind in ("conv2d", "maxpool2d", "avgpool2d", "dense", "batchnorm", "flatten", "dropout",
+                 "activation"):
+        assert '"%s":' % kind in text  # every layer kind has its LAYERS entry to fill in
     after = (repo_copy / "backends" / "registry.py").read_text()
     assert after.startswith(before[:before.index("BACKENDS = {")])  # nothing else moved
     check = run_in(repo_copy, "-c", "from backends import registry; b = registry.get('foo'); "
