@@ -11,7 +11,8 @@ import subprocess
 import sys
 from importlib.util import find_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.paths import REPO
+
 TOX_WORK_DIR = os.path.join(REPO, ".tox")
 
 

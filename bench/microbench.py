@@ -24,8 +24,8 @@ import sys
 from collections import OrderedDict
 
 from bench import envs
+from bench.paths import REPO
 
-REPO = envs.REPO
 BENCH_FILE = os.path.join("benchmarks", "bench_layers.py")
 DEFAULT_DIR = os.path.join("results", "microbench")
 #: where each backend of the micro-benchmarks runs (torch is in the tf env too: timed in base only)

@@ -10,10 +10,10 @@ import json
 import os
 import warnings
 
+from bench.paths import REPO
 from bench.schema import SCHEMA_PATH
 
-DEFAULT_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "results", "runs.jsonl")
+DEFAULT_RESULTS = os.path.join(REPO, "results", "runs.jsonl")
 
 
 def append_record(path, record):

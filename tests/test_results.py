@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from bench.paths import REPO
 from bench.results import append_record, read_records
 
 
@@ -43,7 +44,7 @@ def test_truncated_last_line_is_skipped_and_next_append_starts_fresh(tmp_path):
 
 def test_a_json_object_that_is_not_a_record_is_skipped(tmp_path):
     path = str(tmp_path / "runs.jsonl")
-    with open(os.path.join(os.path.dirname(__file__), os.pardir, "results", "reference",
+    with open(os.path.join(REPO, "results", "reference",
                            "runs.jsonl")) as fh:
         real = json.loads(fh.readline())
     append_record(path, {"schema_version": 1, "run_id": "x", "note": "not a record"})
