@@ -10,8 +10,7 @@ import json
 import os
 import warnings
 
-from bench.paths import REPO
-from bench.schema import SCHEMA_PATH
+from bench.paths import REPO, SCHEMA_PATH
 
 DEFAULT_RESULTS = os.path.join(REPO, "results", "runs.jsonl")
 
