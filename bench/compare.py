@@ -3,12 +3,12 @@
 A and B are each one of:
 
 - a results file (JSON Lines): every record in it, the newest session per backend and configuration
-  (the same selection the report makes: `bench.report.latest_rows`);
+  (the same selection the report makes: `bench.selection.latest_rows`);
 - a session id (`session_id`: all the records one `convbench run` wrote) or a run id (`run_id`: one
   record), looked up in `--results` (default results/runs.jsonl); a unique prefix of 4 or more
   characters will do.
 
-Records are paired by model, configuration (`bench.report.CONFIG_KEYS`) and backend. Per pair:
+Records are paired by model, configuration (`bench.selection.CONFIG_KEYS`) and backend. Per pair:
 median steady step time of A and B (warm-up excluded; `bench.metrics.steady_steps_ns`), their ratio
 B/A, a two-sided Mann-Whitney U p-value on the two sets of steady step times, test accuracy, peak
 RSS, and a mark in the style of asv's `compare`:
@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from bench import metrics
-from bench.report import CONFIG_KEYS, latest_rows
 from bench.results import read_records
+from bench.selection import CONFIG_KEYS, latest_rows
 
 PAIR_KEY = CONFIG_KEYS + ("backend",)
 MIN_PREFIX = 4

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from bench.envs import REPO
+from bench.paths import REPO
 
 
 def _cpu_model():

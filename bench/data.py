@@ -18,7 +18,8 @@ import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.paths import REPO
+
 SHARED_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "mnist"))
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "convbench", "mnist")
 ENV_VAR = "CONVBENCH_DATA"

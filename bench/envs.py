@@ -11,7 +11,8 @@ import subprocess
 import sys
 from importlib.util import find_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.paths import REPO
+
 TOX_WORK_DIR = os.path.join(REPO, ".tox")
 
 
@@ -250,12 +251,12 @@ def ensure_cntk_mpi_shim():
     return CNTK_MPI_SHIM
 
 
-def worker_environment(backend, threads):
-    """Environment variables of the backend's worker process.
+def process_environment(threads):
+    """Environment variables of a child process that runs convbench code with a thread budget
+    (a backend's worker, the matmul peak probe).
 
-    The thread budget is set before any library loads (BLAS pools read it at import), the repo is
-    put on the path (tox envs install only the framework, not convbench), and backend-specific
-    variables from the registry are applied.
+    The thread budget is set before any library loads (BLAS pools read it at import) and the repo
+    is put on the path (tox envs install only the framework, not convbench).
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -264,6 +265,13 @@ def worker_environment(backend, threads):
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
             env[var] = str(threads)
+    return env
+
+
+def worker_environment(backend, threads):
+    """Environment variables of the backend's worker process: process_environment plus the
+    backend-specific variables from the registry."""
+    env = process_environment(threads)
     for key, value in backend.worker_env:
         value = value.replace("{repo}", REPO)
         if key.endswith("PATH") and env.get(key):

@@ -23,16 +23,32 @@ import subprocess
 import sys
 from collections import OrderedDict
 
+from backends import registry
 from bench import envs
+from bench.paths import REPO
 
-REPO = envs.REPO
 BENCH_FILE = os.path.join("benchmarks", "bench_layers.py")
 DEFAULT_DIR = os.path.join("results", "microbench")
-#: where each backend of the micro-benchmarks runs (torch is in the tf env too: timed in base only)
-ENV_BACKENDS = OrderedDict([("base", ("numpy", "torch")), ("tf", ("tf", "tf-xla", "jax"))])
 LAYER_ORDER = ("conv1", "pool1", "conv2", "pool2", "dense1")
 PASS_ORDER = ("fwd", "fwd+bwd")
 BACKEND_ORDER = ("numpy", "torch", "tf", "tf-xla", "jax")
+#: where the micro-benchmarks time a backend when that is not its registry env: the layers need
+#: jax alone (no flax/optax), and the tf env has jax and pytest-benchmark; the jax env has no pytest
+ENV_OVERRIDES = {"jax": "tf"}
+
+
+def _env_backends():
+    """env -> the micro-benchmark backends timed there, from the registry (each backend in one env:
+    torch, also in the tf env, is timed in base only)."""
+    table = OrderedDict()
+    for name in BACKEND_ORDER:
+        env = ENV_OVERRIDES.get(name, registry.get(name).env)
+        table[env] = table.get(env, ()) + (name,)
+    return table
+
+
+#: where each backend of the micro-benchmarks runs
+ENV_BACKENDS = _env_backends()
 COLUMNS = ["layer", "pass", "backend", "framework", "framework_version", "median_ms", "iqr_ms",
            "q1_ms", "q3_ms", "min_ms", "rounds", "gflops_per_s", "threads", "batch", "dtype",
            "machine", "python", "commit", "datetime", "file"]

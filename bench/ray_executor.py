@@ -27,9 +27,9 @@ import platform
 import time
 import uuid
 
-from bench import context, sweep
+from bench import context
+from bench.executor_common import SweepError, jobs_bar, resolve_threads, say
 from bench.results import append_record
-from bench.sweep import SweepError
 
 #: how often Ray re-runs a task whose worker process or node died (a benchmark failure is never
 #: retried: it is a result)
@@ -126,7 +126,7 @@ def run_on_node(payload):
                 "spec_hash": spec.spec_hash}
     backend = registry.get(payload["backend"])
     config = TrainConfig.from_dict(payload["config"])
-    config = sweep.resolve_threads(config, _node_cpus())
+    config = resolve_threads(config, _node_cpus())
     if config.threads not in _NODE_CONTEXTS:
         _NODE_CONTEXTS[config.threads] = new_session_context(config.threads)
     session = dict(_NODE_CONTEXTS[config.threads], session_id=payload["session_id"])
@@ -307,7 +307,7 @@ def run_jobs(jobs, address=None, data_dir=None, timeout_s=1800.0, results_path=N
         _preflight(ray, remote_probe, nodes, specs, version)
         pending = collections.deque(jobs)
         load = collections.Counter()  # node_id -> our jobs in flight there
-        bar = sweep.jobs_bar(len(jobs), desc="jobs on Ray")
+        bar = jobs_bar(len(jobs), desc="jobs on Ray")
         last_refresh = time.time()
         waiting_since = None
         while pending or inflight:
@@ -363,7 +363,7 @@ def run_jobs(jobs, address=None, data_dir=None, timeout_s=1800.0, results_path=N
                 records.append(record)
                 bar.update(1)
                 if on_record:
-                    sweep.say(on_record(record))
+                    say(on_record(record))
     except BaseException as exc:
         _cancel(ray, list(inflight))
         if isinstance(exc, KeyboardInterrupt):

@@ -2,7 +2,8 @@
 
 Appends take an exclusive lock and write each record as one line in one write, so concurrent
 `convbench run` processes interleave whole lines. A reader skips, with a warning instead of failing,
-a line that is not valid JSON (a crash can truncate the last line) and a JSON object that lacks the
+a line that is not valid JSON (a crash can truncate the last line), a record of a newer schema
+version than this code reads (or with no integer schema_version), and a JSON object that lacks the
 fields every record has (bench/record.schema.json's "required"; `convbench check` validates fully).
 """
 import fcntl
@@ -10,10 +11,10 @@ import json
 import os
 import warnings
 
-from bench.schema import SCHEMA_PATH
+from bench import SCHEMA_VERSION
+from bench.paths import REPO, SCHEMA_PATH
 
-DEFAULT_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "results", "runs.jsonl")
+DEFAULT_RESULTS = os.path.join(REPO, "results", "runs.jsonl")
 
 
 def append_record(path, record):
@@ -42,10 +43,29 @@ def _no_constant(name):
     raise ValueError("%s is not JSON (the writer never emits it)" % name)
 
 
-def numbered_records(path):
+def version_problem(record):
+    """Why this code cannot read `record` by its schema_version; None when it can.
+
+    Records only gain versions: one newer than SCHEMA_VERSION may mean anything, so it is skipped
+    rather than misread."""
+    fix = "fix: upgrade convbench"
+    unknown = "a newer convbench's record, or not a record; " + fix
+    if "schema_version" not in record:
+        return "no schema_version: " + unknown
+    version = record["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int):  # True is an int to Python
+        return "schema_version %s is not an integer: %s" % (json.dumps(version), unknown)
+    if version > SCHEMA_VERSION:
+        return "schema_version %d is newer than this convbench's %d; %s" % (
+            version, SCHEMA_VERSION, fix)
+    return None
+
+
+def numbered_records(path, whole=True):
     """(line number, record or None, why it is not a record) for every non-blank line of a file.
 
-    Strict JSON: NaN/Infinity, a non-object line or a line cut off by a crash is not a record."""
+    Strict JSON: NaN/Infinity, a non-object line or a line cut off by a crash is not a record, nor
+    (whole=True) a record of a schema version this code cannot read."""
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
             if not raw.strip():
@@ -57,6 +77,10 @@ def numbered_records(path):
             except ValueError as exc:  # UnicodeDecodeError included
                 cut = "" if raw.endswith(b"\n") else ", cut off (no newline)"
                 yield number, None, "%s%s" % (exc, cut)
+                continue
+            unreadable = version_problem(record) if whole else None
+            if unreadable:
+                yield number, None, unreadable
                 continue
             yield number, record, None
 
@@ -78,7 +102,7 @@ def read_records(path, problems=None, whole=True):
     records = []
     if not os.path.exists(path):
         return records
-    for number, record, why in numbered_records(path):
+    for number, record, why in numbered_records(path, whole):
         missing = missing_fields(record) if whole and record is not None else None
         if missing:
             record, why = None, "a JSON object without " + ", ".join(missing)

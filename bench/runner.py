@@ -11,6 +11,7 @@ import threading
 import time
 
 from bench import envs, inject
+from bench.paths import REPO
 from bench.worker import MEMORY_LIMIT_VAR
 
 STDERR_TAIL_LINES = 30
@@ -91,7 +92,7 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
     injected = inject.active(backend.name, environ=env)
     stderr_file = tempfile.NamedTemporaryFile(prefix="convbench-worker-", suffix=".stderr", delete=False)
     try:
-        proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=envs.REPO, env=env,
+        proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=REPO, env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
                                 start_new_session=True)  # its own group: Ctrl-C is ours to relay
     except OSError as exc:

@@ -10,7 +10,7 @@ import ast
 import os
 import re
 
-from bench.envs import REPO
+from bench.paths import REPO
 
 GUIDE = "docs/adding-a-backend.md"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -1,8 +1,8 @@
 """Validate records against the documented schema (bench/record.schema.json, jsonschema)."""
 import json
-import os
 
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "record.schema.json")
+from bench.paths import SCHEMA_PATH
+from bench.results import numbered_records
 
 
 def _validator():
@@ -22,8 +22,6 @@ def record_problems(record, validator=None):
 
 def validate_file(path):
     """(number of valid records, list of problems, each naming its line) for a results file."""
-    from bench.results import numbered_records
-
     problems = []
     validator = _validator()
     valid = 0

@@ -7,7 +7,6 @@ raw step times and losses, per-epoch figures, memory and a `summary` (docs/resul
 import datetime
 import uuid
 
-from backends import registry
 from bench import SCHEMA_VERSION, context, envs, metrics, results
 from bench.runner import run_worker
 
@@ -17,8 +16,7 @@ def new_session_context(threads):
     commit, dirty = context.git_commit()
     mach = context.machine()
     budget = threads or mach["cores"]
-    fake_backend = registry.Backend("peak", "", "", (), "base", "")
-    mach["matmul_peak_gflops"] = context.measure_matmul_peak(envs.worker_environment(fake_backend, budget))
+    mach["matmul_peak_gflops"] = context.measure_matmul_peak(envs.process_environment(budget))
     return {"session_id": uuid.uuid4().hex[:12], "git_commit": commit, "git_dirty": dirty,
             "machine": mach, "threads": budget}
 

@@ -14,16 +14,14 @@ Every record a sweep or a repeat writes says what groups it (docs/results-schema
 The session context (machine fingerprint, measured matmul peak) is measured once per thread count:
 the peak depends on the thread budget.
 """
-import sys
 import uuid
 from typing import Any, NamedTuple, Optional
 
+# SweepError is part of this module's interface too (cli and tests catch sweep.SweepError)
+from bench.executor_common import SweepError, jobs_bar, resolve_threads, say
+
 
 EXECUTORS = ("local", "ray")
-
-
-class SweepError(Exception):
-    """A sweep that cannot start or must stop (one line naming the fix; exit status 2)."""
 
 
 class Job(NamedTuple):
@@ -97,19 +95,6 @@ def run_jobs(jobs, executor="local", ray_address=None, data_dir=None, timeout_s=
                      on_record=on_record, memory_limit_mb=memory_limit_mb)
 
 
-def resolve_threads(config, cores):
-    """threads 0 means all cores of the machine that runs the job."""
-    return config if config.threads else config._replace(threads=cores or 1)
-
-
-def jobs_bar(total, desc="jobs"):
-    """The progress bar over jobs (stderr; none when stderr is not a terminal)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="job", desc=desc, file=sys.stderr, disable=None, position=0,
-                dynamic_ncols=True)
-
-
 def run_local(jobs, data_dir=None, timeout_s=1800.0, results_path=None, on_record=None,
               memory_limit_mb=0):
     """The local executor: jobs one after another, each as `convbench run` runs one backend."""
@@ -149,11 +134,3 @@ def run_local(jobs, data_dir=None, timeout_s=1800.0, results_path=None, on_recor
         if bar is not None:
             bar.close()
     return records
-
-
-def say(text):
-    """One line on stderr that does not break the progress bars."""
-    if text:
-        from tqdm import tqdm
-
-        tqdm.write(text, file=sys.stderr)

@@ -10,16 +10,10 @@ How the two usual commands combine with pytest-benchmark's options:
   usage error. `--benchmark-skip` still skips them outright.
 
 The benchmark files import the repo's packages (backends, models) without an install: a framework's
-tox environment (skip_install) runs them from the repo root too.
+tox environment (skip_install) runs them from the repo root too, and the root conftest.py puts the
+repo on sys.path.
 """
-import os
-import sys
-
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 
 def _wants_timing(option):

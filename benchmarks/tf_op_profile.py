@@ -20,11 +20,7 @@ import argparse
 import collections
 import json
 import os
-import sys
 import time
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 
 #: kernel kind from the traced kernel's label (oneDNN rewrites Conv2D into _MklNative*Conv2D...)
 KINDS = (("BackpropFilter", "conv weight gradient"), ("BackpropInput", "conv input gradient"),
@@ -74,11 +70,11 @@ def main():
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))  # as the harness's worker does
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, REPO)
+    # run as a script, benchmarks/ is first on sys.path; hand_loops.common puts the repo there too
+    from hand_loops.common import load_batches
     import numpy as np
     import tensorflow as tf
     from bench.peak import matmul_peak_gflops
-    from hand_loops.common import load_batches
 
     v1 = tf.compat.v1
     v1.disable_eager_execution()

@@ -1,10 +1,5 @@
-import os
-import sys
-
-# the tests import their helpers (conformance.py) and the repo's packages without installing
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
+# the tests import their helpers (conformance.py) and the repo's packages without an install:
+# the root conftest.py puts both on sys.path
 
 
 def pytest_addoption(parser):

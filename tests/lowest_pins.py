@@ -7,6 +7,7 @@ import re
 import sys
 import tomllib
 
+# tox runs this before convbench is installed, from tests/: bench.paths is not importable yet
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from bench import data
+from bench.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("backends", "bench", "models", "tests", "pyproject.toml", "tox.ini")
 
 

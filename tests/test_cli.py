@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from bench import data
+from bench.paths import REPO
 from bench.schema import validate_file
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--limit-train", "512", "--limit-test", "500", "--batch-size", "64", "--warmup-steps", "1"]
 
 

@@ -21,8 +21,8 @@ import pytest
 from bench import compare as cmp
 from bench.cli import main
 from bench.inject import ENV_VAR
+from bench.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # one thread per worker: on a small shared machine a 2-thread worker's step times swing far more;
 # 64 steps a backend (58 steady): enough for the test, short enough that the pair stays in step
 SMALL = ["--limit-train", "4096", "--limit-test", "200", "--batch-size", "64", "--threads", "1",

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import data, inject
+from bench.paths import REPO
 from bench.schema import validate_file
 from models.spec import LAYER_KINDS, ModelSpec, SpecError, load_spec, spec_from_dict
 from procs import TAG_VAR, tagged_processes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64",
          "--warmup-steps", "1", "--threads", "1", "--no-report"]
 MNIST = data.resolve_data_dir(download=False)  # the real files, found before any test changes env

@@ -13,9 +13,9 @@ import textwrap
 import pytest
 
 from bench import envs
+from bench.paths import REPO
 from repo_copy import copy_env, copy_repo, run_in
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--limit-train", "256", "--limit-test", "200", "--batch-size", "64", "--warmup-steps", "1",
          "--no-report"]
 

@@ -10,9 +10,8 @@ import pytest
 
 from backends import registry
 from bench import envs
+from bench.paths import REPO
 from bench.schema import validate_file
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from bench import microbench
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.paths import REPO
 
 pytest.importorskip("pytest_benchmark")
 

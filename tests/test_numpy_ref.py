@@ -21,6 +21,7 @@ import pytest
 
 import backends.numpy_ref as nr
 from backends.base import TrainConfig
+from bench.paths import REPO
 from models import init_weights, list_models, load_spec, spec_from_dict
 from models.spec import MODELS_DIR
 
@@ -776,6 +777,5 @@ def test_no_framework_import():
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'tensorflow', 'jax', 'cntk', 'mxnet', 'keras'))\n"
             "assert not bad, bad\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root)
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env)

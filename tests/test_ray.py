@@ -25,11 +25,11 @@ import uuid
 
 import pytest
 
+from bench.paths import REPO
 from bench.schema import validate_file
 import needs
 from procs import TAG_VAR, tagged_processes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--backend", "numpy", "--threads", "1", "--limit-train", "1024", "--limit-test", "200",
          "--warmup-steps", "1", "--no-report"]
 

@@ -21,8 +21,8 @@ import pytest
 
 import needs
 from bench.inject import ENV_VAR
+from bench.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 INSTALL = "apt-get install chromium chromium-driver"
 SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64", "--threads", "1",

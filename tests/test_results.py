@@ -1,10 +1,15 @@
-"""Append-only results: whole lines under concurrency, a truncated last line skipped with a warning."""
+"""Append-only results: whole lines under concurrency, a truncated last line skipped with a warning,
+records of a schema version this code cannot read skipped with a warning and listed by `check`."""
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import pytest
 
+from bench import SCHEMA_VERSION
+from bench.paths import REPO
 from bench.results import append_record, read_records
 
 
@@ -43,7 +48,7 @@ def test_truncated_last_line_is_skipped_and_next_append_starts_fresh(tmp_path):
 
 def test_a_json_object_that_is_not_a_record_is_skipped(tmp_path):
     path = str(tmp_path / "runs.jsonl")
-    with open(os.path.join(os.path.dirname(__file__), os.pardir, "results", "reference",
+    with open(os.path.join(REPO, "results", "reference",
                            "runs.jsonl")) as fh:
         real = json.loads(fh.readline())
     append_record(path, {"schema_version": 1, "run_id": "x", "note": "not a record"})
@@ -59,3 +64,54 @@ def test_nan_is_refused_rather_than_written_as_invalid_json(tmp_path):
     with pytest.raises(ValueError):
         append_record(path, {"x": float("nan")})
     assert not os.path.exists(path) or read_records(path, whole=False) == []
+
+
+def _reference_record():
+    with open(os.path.join(REPO, "results", "reference", "runs.jsonl")) as fh:
+        return json.loads(fh.readline())
+
+
+def _file_with_versions(tmp_path):
+    """A results file: a readable record, then records this code must not read (lines 2-5)."""
+    path = str(tmp_path / "runs.jsonl")
+    real = _reference_record()
+    append_record(path, real)
+    append_record(path, dict(real, schema_version=SCHEMA_VERSION + 1, run_id="newer"))
+    no_version = dict(real, run_id="none")
+    del no_version["schema_version"]
+    append_record(path, no_version)
+    append_record(path, dict(real, schema_version=str(SCHEMA_VERSION), run_id="text"))
+    append_record(path, dict(real, schema_version=True, run_id="bool"))
+    return path, real
+
+
+def test_a_record_of_a_newer_or_unknown_schema_version_is_skipped_with_a_warning(tmp_path):
+    path, real = _file_with_versions(tmp_path)
+    problems = []
+    with pytest.warns(UserWarning) as caught:
+        assert [r["run_id"] for r in read_records(path, problems)] == [real["run_id"]]
+    messages = [str(w.message) for w in caught]
+    assert messages == problems and len(problems) == 4
+    for line, message in zip((2, 3, 4, 5), messages):
+        assert message.startswith("%s line %d: skipped" % (path, line)), message
+        assert "upgrade convbench" in message, message
+    assert "schema_version %d is newer than this convbench's %d" % (
+        SCHEMA_VERSION + 1, SCHEMA_VERSION) in messages[0]
+    assert "no schema_version" in messages[1]
+    assert 'schema_version "%d" is not an integer' % SCHEMA_VERSION in messages[2]
+    assert "schema_version true is not an integer" in messages[3]
+
+
+def test_check_lists_a_record_of_a_newer_schema_version_as_a_problem(tmp_path):
+    path, _ = _file_with_versions(tmp_path)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-m", "bench", "check", "--results", path], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "%s: 1 valid record(s), 4 problem(s)" % path, proc.stdout
+    for line in (2, 3, 4, 5):
+        assert any(l.startswith("  line %d: " % line) and "upgrade convbench" in l
+                   for l in lines), proc.stdout
+    assert "newer than this convbench's %d" % SCHEMA_VERSION in proc.stdout

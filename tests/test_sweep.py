@@ -11,10 +11,10 @@ import sys
 from backends import registry
 from backends.base import TrainConfig
 from bench import sweep
+from bench.paths import REPO
 from bench.schema import validate_file
 from models.spec import load_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--backend", "numpy", "--limit-train", "1024", "--limit-test", "200", "--warmup-steps", "1"]
 
 

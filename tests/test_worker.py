@@ -5,6 +5,7 @@ import sys
 
 from backends import registry
 from backends.base import TrainConfig
+from bench.paths import REPO
 from bench.results import read_records
 from bench.runner import run_worker
 from bench.schema import validate_file
@@ -80,6 +81,6 @@ def test_framework_noise_on_stdout_does_not_corrupt_the_protocol():
             "ch.write(json.dumps({'type': 'hello'}) + '\\n'); ch.flush()\n")
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=REPO)
     assert [json.loads(l) for l in proc.stdout.splitlines()] == [{"type": "hello"}]
     assert "noise from a framework" in proc.stderr and "C-level noise" in proc.stderr

@@ -17,9 +17,10 @@ import os
 import subprocess
 import sys
 
+# run as a script: this directory is first on sys.path; common.py puts the repo there too
+from common import REPO
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, REPO)
 
 #: (row label, backend, loop script, its arguments); the loop compares itself with that backend's
 #: adapter in the same mode (Keras: train_on_batch steps, or fit over the epoch)

@@ -21,14 +21,11 @@ CPython 3.6: no tomllib, so the seed_convnet spec is written out below (models/s
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_batches  # noqa: E402
+# run as a script: this directory is first on sys.path; common.py puts the repo there too
+from common import load_batches
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 
 #: models/seed_convnet.toml as a dict (the adapter and init_weights take the spec as a dict here)
 SEED_CONVNET = {
@@ -92,7 +89,6 @@ def main():
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))  # as the harness's worker does
-    sys.path.insert(0, REPO)
     import warnings
     import numpy as np
     from backends.base import TrainConfig

@@ -6,6 +6,8 @@ loop and its adapter see the same data. Python 3.6-compatible (the CNTK loop imp
 import os
 import sys
 
+# the one place the hand loops (and benchmarks/tf_op_profile.py), run as scripts, put the repo on
+# sys.path: importing this module is enough
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)

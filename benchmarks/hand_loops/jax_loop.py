@@ -16,14 +16,10 @@ as the harness times train_step) in this one process, so both see the same machi
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import adapter_step_runner, add_loop_arguments, add_step_summary, interleave, load_batches  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+# run as a script: this directory is first on sys.path; common.py puts the repo there too
+from common import adapter_step_runner, add_loop_arguments, add_step_summary, interleave, load_batches
 
 
 class HandLoop(object):
@@ -101,7 +97,6 @@ def main():
 
     initial = None
     if args.vs_adapter:  # both sides start from the spec's canonical weights, in NHWC-world layout
-        sys.path.insert(0, REPO)
         from backends.tf_backend import TfLayout
         from models.spec import init_weights, load_spec
 

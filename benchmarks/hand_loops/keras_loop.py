@@ -19,14 +19,12 @@ is importable).
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_loop_arguments, add_step_summary, interleave, load_batches  # noqa: E402
+# run as a script: this directory is first on sys.path; common.py puts the repo there too
+from common import add_loop_arguments, add_step_summary, interleave, load_batches
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+
 ADAPTERS = {"tensorflow": "KerasAdapter", "torch": "KerasTorchAdapter", "jax": "KerasJaxAdapter"}
 
 
@@ -118,7 +116,6 @@ def main():
     runners["hand"] = hand.steps
     flops = None
     if args.vs_adapter:
-        sys.path.insert(0, REPO)
         import backends.keras_backend as kb
         from backends.base import TrainConfig, clock_ns
         from models.spec import init_weights, load_spec

@@ -25,16 +25,13 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+# run as a script: this directory is first on sys.path; common.py puts the repo there too
+from tf_layers_loop import load_batches
 
-from tf_layers_loop import load_batches  # noqa: E402
 
 NEVER = 10 ** 12
 
@@ -261,7 +258,6 @@ def main():
 
     adapters = []
     if args.vs_adapter:
-        sys.path.insert(0, REPO)
         from backends.base import TrainConfig, clock_ns
         from backends.tf_estimator_backend import TfEstimatorAdapter
         from models.spec import init_weights, load_spec

@@ -17,14 +17,10 @@ compiles both steps with XLA (jit_compile=True) and compares with the `tf-xla` a
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import adapter_step_runner, add_loop_arguments, add_step_summary, interleave, load_batches  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+# run as a script: this directory is first on sys.path; common.py puts the repo there too
+from common import adapter_step_runner, add_loop_arguments, add_step_summary, interleave, load_batches
 
 
 class HandLoop(object):
@@ -96,7 +92,6 @@ def main():
     runners["hand"] = hand.steps
     flops = None
     if args.vs_adapter:
-        sys.path.insert(0, REPO)
         from backends.base import TrainConfig, clock_ns
         from backends.tf_backend import TfAdapter, TfXlaAdapter
         from models.spec import init_weights, load_spec

@@ -14,14 +14,10 @@ both see the same machine state, and also reports the median of the block-by-blo
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_batches  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+# run as a script: this directory is first on sys.path; common.py puts the repo there too
+from common import load_batches
 
 
 class HandLoop(object):
@@ -81,7 +77,6 @@ def main():
     first["hand"] = time.perf_counter() - t0
     runners["hand"] = lambda i: hand.step(*nhwc[i])
     if args.vs_adapter:
-        sys.path.insert(0, REPO)
         from backends.base import TrainConfig, clock_ns  # noqa: F401
         from backends.tf_layers_backend import TfLayersAdapter
         from models.spec import init_weights, load_spec
