@@ -73,7 +73,7 @@ def test_the_test_summary_names_the_backends_whose_conformance_ran_and_the_skipp
                            "tests/test_conformance.py", "--backends", "numpy,jax,cntk",
                            "-k", "mlp-float32-momentum or learns"],
                           cwd=str(root), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=600)
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=1200)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:]
     assert "conformance ran for 1 of 3 backend(s): numpy; skipped 2: cntk, jax" in out, out[-3000:]
