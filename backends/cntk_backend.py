@@ -4,44 +4,35 @@ Runs in the tox env `cntk` (CPython 3.6, `cntk==2.7.post2`, CPU wheel; see tox.i
 3.6-compatible. `import cntk` needs OpenMPI 1.10 sonames, served from OpenMPI 4 by the soname links
 in .tox/cntk-mpi-shim (bench/envs.py makes them; the registry puts them on LD_LIBRARY_PATH).
 
+Tables. LAYERS builds each spec layer as CNTK Layers blocks (backends/common/walker.py); build()
+applies each layer's blocks to a probe input as they are made, which fixes CNTK's inferred
+parameter shapes, and compares every output shape with the spec's (Unsupported if one differs).
+OPTIMIZERS is backends/cntk_learners.py's table of C.learners constructors (and C.universal
+updates where CNTK's built-in learner computes another formula).
+
 Layout. CNTK is channels-first and its Python view of a tensor is row-major, so the canonical layout
 maps without transposes: data (N, C, H, W); conv kernels `W` (O, I, kh, kw); conv biases are stored
 (O, 1, 1). A `Dense` applied to a (C, H, W) tensor flattens it itself (its `W` is (C, H, W, units),
-the row-major view of the canonical (C*H*W, units)), so a spec `flatten` followed by a dense (no
-batchnorm in between) is left to the Dense, as CNTK code does; otherwise it is a `C.reshape`.
+the row-major view of the canonical (C*H*W, units)), so a spec `flatten` directly followed by a
+dense is left to the Dense, as CNTK code does; otherwise it is a `C.reshape`. Each parameter is
+bound with the reshape Layout between the two shapes (build() checks CNTK's shapes against them).
 
 Padding. `Convolution2D(pad=True)` pads (k-1)//2 before and the rest after, output ceil(size/stride).
 TF's 'same' (the spec's) puts the extra pixel after instead, so the two agree for stride 1 (also for
 even kernels) but not always for strides > 1. `pad=True` is used where the pads agree, otherwise the
-spec's pads go into a `C.pad` in front of an unpadded convolution. Every layer's output shape is
-checked against the spec's `shapes` in build() (Unsupported if one differs). For asymmetric pads CNTK
-prints that MKL cannot do them and uses its GEMM convolution engine.
+spec's pads go into a `C.pad` in front of an unpadded convolution. For asymmetric pads CNTK prints
+that MKL cannot do them and uses its GEMM convolution engine. Pooling is `pad=False` (max and
+`AveragePooling`): full windows only, output floor((size - k)/stride) + 1, each the window's mean.
 
-Learning rate. The suite's meaning: lr applies to the batch MEAN of the loss. CNTK's criterion is the
-per-sample cross-entropy summed over the minibatch. Every built-in learner here gets
-`minibatch_size=C.learners.IGNORE` and `C.learning_parameter_schedule(lr)` (no reference minibatch
-size): CNTK's "compatible mode", in which the learner divides the summed gradient by the actual
-minibatch size and applies lr and momentum unscaled: the per-minibatch meaning for every batch
-size, a partial last batch included. (A reference size N would make lr per N samples, applied to the
-sum, i.e. lr*n/N times the mean on a batch of n, and momentum mu**(n/N).)
+Max-norm. CNTK's Layers library has no kernel constraint, so after each train_minibatch one CNTK
+function of `C.assign`s (built once) rescales every constrained `W` in place with Keras' formula,
+w * clip(n, 0, c) / (1e-7 + n), n reduced over every axis of CNTK's `W` but the output unit's (conv
+(O, I, kh, kw): axes 1, 2, 3; Dense (in..., units): all but the last). Exact (1e-16 in float64);
+nothing leaves CNTK's memory (with cntk-gpu it stays on the device). Cost: one extra graph
+evaluation per step; for maxnorm_cnn (float32, batch 128, 2 threads, on a loaded 2-core machine)
+about 8% of train_minibatch; a NumPy round trip through `.value` (adapter.max_norm_numpy) took half.
 
-Optimizers, against the formulas of backends/numpy_ref.py (PyTorch's):
-- sgd: `C.sgd`. Exact.
-- momentum: `C.momentum_sgd(unit_gain=False)`. CNTK keeps u = mu*u + lr*g, p -= u; PyTorch keeps
-  v = mu*v + g, p -= lr*v; with a constant lr, u = lr*v: the same iterates (rounding order aside).
-  CNTK's default unit_gain=True would be u = mu*u + (1-mu)*lr*g: a 10x smaller step at mu=0.9.
-- adam: CNTK's `C.adam(unit_gain=True)` computes p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v)+eps):
-  eps is added to the UNcorrected sqrt(v), so in PyTorch's terms its eps is eps/sqrt(1-b2^t) (31.6x
-  at step 1 with b2=0.999, 3.2x at step 100). That is not small on MNIST, where many weights see
-  tiny gradients: 30 float64 steps of seed_convnet differ from the reference by 1e-3 in the loss and
-  9e-3 in the weights. So by default Adam is PyTorch's formula written with `C.universal` (CNTK's
-  own custom-learner API; the summed gradient is scaled by a 1/n constant, bias corrections are
-  constants set per step): exact, and no slower here. CONVBENCH_CNTK_ADAM=native selects `C.adam`
-  (recorded in environment()["learner"]).
-- rmsprop: CNTK's built-in `C.rmsprop` is another algorithm: its mean square starts at g_1^2, not
-  0, a fixed 1e-6 floor sits inside the sqrt (eps outside in PyTorch), and per-weight step sizes
-  adapt by the gradient's sign (inc/dec/max/min). PyTorch's RMSProp (v = rho*v + (1-rho)*g^2,
-  p -= lr*g/(sqrt(v)+eps)) is therefore written with `C.universal`, as Adam is. Exact.
+Learning rate and optimizers: backends/cntk_learners.py (the OPTIMIZERS table).
 
 BatchNorm. `BatchNormalization(map_rank=1)` after a conv (per channel); per feature after a
 flatten. CNTK blends running statistics per minibatch with f = 1 - exp(-n/normalization_time_constant),
@@ -76,17 +67,19 @@ OMP_NUM_THREADS/MKL_NUM_THREADS before CNTK loads. environment() records CNTK's 
 Device. 'cuda' needs a GPU build of CNTK (`cntk-gpu`, not installed): Unavailable without a GPU.
 """
 import math
-import os
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 
-from backends.base import Adapter, Unavailable, Unsupported
-
-#: "universal": PyTorch's Adam exactly (C.universal); "native": C.adam (eps on the uncorrected
-#: second moment, see above). The environment variable CONVBENCH_CNTK_ADAM overrides it.
-CNTK_ADAM = os.environ.get("CONVBENCH_CNTK_ADAM", "universal")
+from backends import cntk_learners as learners
+from backends.base import Unavailable, Unsupported
+from backends.common import tables
+from backends.common.adapter import TableAdapter
+from backends.common.layout import max_norm_axes
+from backends.common.padding import conv_padding
+from backends.common.walker import walk
+from backends.common.weights import Layout
+from models.spec import MAX_NORM_EPS
 
 
 def import_cntk():
@@ -105,14 +98,98 @@ def import_cntk():
     return cntk
 
 
-class CntkAdapter(Adapter):
+# --- the spec, layer by layer: CNTK Layers blocks --------------------------------------------------
+
+def _conv2d(a, step):
+    C, layer = a.C, step.layer
+    pad = conv_padding(layer)
+    auto = tuple(_cntk_auto_pads(step.in_shape[1 + i], layer.kernel[i], layer.stride[i])
+                 for i in (0, 1))
+    explicit = not pad.zero and pad.pads != auto  # CNTK's pad=True would pad elsewhere
+    blocks = [_Pad(C, [(0, 0)] + list(pad.pads))] if explicit else []
+    conv = C.layers.Convolution2D(tuple(layer.kernel), layer.filters,
+                                  activation=tables.activation(a, layer.activation),
+                                  pad=not pad.zero and not explicit,
+                                  strides=tuple(layer.stride), bias=layer.use_bias, name=layer.name)
+    _bind_kernel(a, layer, conv, a.param_shape(layer.name + ".weight"), (layer.filters, 1, 1),
+                 max_norm_axes(4, channels_last=False))
+    return blocks + [conv]
+
+
+def _dense(a, step):
+    layer = step.layer
+    dense = a.C.layers.Dense(layer.units, activation=tables.activation(a, layer.activation),
+                             bias=layer.use_bias, name=layer.name)
+    if step.prev is not None and step.prev.kind == "flatten":  # folded: W is (C, H, W, units)
+        flatten_in = a.spec.shapes[step.index - 2] if step.index >= 2 else a.spec.input_shape
+        w_shape = tuple(flatten_in) + (layer.units,)
+    else:
+        w_shape = (step.in_shape[0], layer.units)
+    _bind_kernel(a, layer, dense, w_shape, (layer.units,), tuple(range(len(w_shape) - 1)))
+    return dense
+
+
+def _bind_kernel(a, layer, block, w_shape, b_shape, norm_axes):
+    """Bind W (and b) of a conv / dense block; register its max-norm (axes of CNTK's own W)."""
+    a.bind(layer.name + ".weight", block, "W", w_shape)
+    if layer.use_bias:
+        a.bind(layer.name + ".bias", block, "b", b_shape)
+    if layer.max_norm is not None:
+        a.max_norms.append((block, layer.max_norm, norm_axes))
+
+
+def _flatten(a, step):
+    if step.next is not None and step.next.kind == "dense":
+        return None  # the Dense flattens by itself
+    return _Reshape(a.C, (int(np.prod(step.in_shape)),))
+
+
+def _dropout(a, step):
+    if not a.config.dropout or step.layer.rate == 0:
+        return None
+    return a.C.layers.Dropout(step.layer.rate, seed=int(a.config.seed) + step.index,
+                              name=step.layer.name)
+
+
+def _batchnorm(a, step):
+    layer = step.layer
+    spatial = len(step.in_shape) == 3  # per channel after a conv, per feature after a flatten
+    tc = a.time_constant(layer.momentum)
+    bn = a.C.layers.BatchNormalization(map_rank=1 if spatial else None,
+                                       normalization_time_constant=tc, epsilon=layer.eps,
+                                       name=layer.name)
+    for field, attr in (("gamma", "scale"), ("beta", "bias"), ("running_mean", "aggregate_mean"),
+                        ("running_var", "aggregate_variance")):
+        a.bind(layer.name + "." + field, bn, attr, (step.in_shape[0],))
+    a.bn_counts.append(bn.aggregate_count)
+    a.bn_stats.append((bn.aggregate_mean, bn.aggregate_variance, layer.momentum, tc))
+    return bn
+
+
+class CntkAdapter(TableAdapter):
     name = "cntk"
     framework = "cntk"
+    LAYERS = {
+        "conv2d": _conv2d,
+        "maxpool2d": lambda a, step: a.C.layers.MaxPooling(
+            tuple(step.layer.size), strides=tuple(step.layer.stride), pad=False,
+            name=step.layer.name),
+        "avgpool2d": lambda a, step: a.C.layers.AveragePooling(
+            tuple(step.layer.size), strides=tuple(step.layer.stride), pad=False,
+            name=step.layer.name),
+        "flatten": _flatten,
+        "dense": _dense,
+        "dropout": _dropout,
+        "batchnorm": _batchnorm,
+        "activation": lambda a, step: tables.activation(a, step.layer.function),
+    }
+    OPTIMIZERS = learners.OPTIMIZERS
 
     # -- build ---------------------------------------------------------------------------------
     def build(self):
         C = import_cntk()
         self.C = C
+        self.ACTIVATIONS = {"relu": C.relu, "tanh": C.tanh}
         cfg = self.config
         if cfg.dtype not in ("float32", "float64"):
             raise Unsupported("dtype %r" % cfg.dtype)
@@ -120,28 +197,26 @@ class CntkAdapter(Adapter):
         self._set_device(cfg.device)
         if cfg.threads:
             C.cntk_py.set_max_num_cputhreads(int(cfg.threads))
-        if cfg.optimizer not in ("sgd", "momentum", "adam", "rmsprop"):
-            raise Unsupported("optimizer %r" % cfg.optimizer)
-        if cfg.optimizer == "adam" and CNTK_ADAM not in ("universal", "native"):
-            raise Unsupported("CONVBENCH_CNTK_ADAM=%r (universal or native)" % CNTK_ADAM)
 
         spec = self.spec
         dt = self.np_dtype.type
         self.x_var = C.input_variable(tuple(spec.input_shape), dtype=dt, name="features")
         self.y_var = C.input_variable(spec.num_classes, dtype=dt, name="labels")
-        self.layer_map = OrderedDict()  # canonical name -> (layer block, attribute name)
+        self.new_bindings()
+        self.canonical = spec.params()
+        self.native_shapes = {}  # canonical name -> the shape CNTK's variable must have
+        self.max_norms = []      # (block, c, axes of its W)
         self.bn_counts = []
         self.bn_stats = []  # (running mean, running var, PyTorch momentum, CNTK time constant)
-        per_layer = []
         with C.default_options(dtype=dt):
-            for i, layer in enumerate(spec.layers):
-                per_layer.append(self._layer(i, layer))
-        self._check_shapes(per_layer)
-        self.model = C.layers.Sequential([b for blocks in per_layer for b in blocks])(self.x_var)
+            blocks = self._walk_checked()
+        self.bindings.check(self.canonical)
+        self.model = C.layers.Sequential(blocks)(self.x_var)
         self.loss = C.cross_entropy_with_softmax(self.model, self.y_var)
-        self._bind_params()
-        self.inv_batch = None
-        self._make_trainer()
+        self._check_params()
+        self.trainable = [var for var, _ in self._variables() if var.is_parameter]
+        self.max_norm_op = self._max_norm_op()
+        self.reset_optimizer()
 
     def _set_device(self, device):
         C = self.C
@@ -158,77 +233,49 @@ class CntkAdapter(Adapter):
         if not C.device.try_set_default_device(self.device):
             raise Unavailable("CNTK could not select device %r (another process holds it locked?)" % device)
 
-    def _layer(self, i, layer):
-        """CNTK blocks (functions of one argument) for spec layer i, registering its parameters."""
-        C = self.C
-        L = C.layers
-        spec = self.spec
-        in_shape = spec.input_shape if i == 0 else spec.shapes[i - 1]
-        if layer.kind == "conv2d":
-            (pt, pb), (pl, pr) = layer.padding
-            kh, kw = layer.kernel
-            sh, sw = layer.stride
-            auto = tuple(_cntk_auto_pads(in_shape[1 + a], layer.kernel[a], layer.stride[a])
-                         for a in (0, 1))
-            out = []
-            if (pt, pb, pl, pr) == (0, 0, 0, 0):
-                pad = False
-            elif ((pt, pb), (pl, pr)) == auto:
-                pad = True
-            else:
-                out.append(_Pad(C, [(0, 0), (pt, pb), (pl, pr)]))
-                pad = False
-            conv = L.Convolution2D((kh, kw), layer.filters, activation=_act(C, layer.activation),
-                                   pad=pad, strides=(sh, sw), bias=layer.use_bias, name=layer.name)
-            self._register(layer.name + ".weight", conv, "W")
-            if layer.use_bias:
-                self._register(layer.name + ".bias", conv, "b")
-            out.append(conv)
-            return out
-        if layer.kind == "maxpool2d":
-            return [L.MaxPooling(tuple(layer.size), strides=tuple(layer.stride), pad=False,
-                                 name=layer.name)]
-        if layer.kind == "flatten":
-            if self._dense_flattens(i):
-                return []
-            return [_Reshape(C, (int(np.prod(in_shape)),))]
-        if layer.kind == "dense":
-            dense = L.Dense(layer.units, activation=_act(C, layer.activation), bias=layer.use_bias,
-                            name=layer.name)
-            self._register(layer.name + ".weight", dense, "W")
-            if layer.use_bias:
-                self._register(layer.name + ".bias", dense, "b")
-            return [dense]
-        if layer.kind == "dropout":
-            if not self.config.dropout or layer.rate == 0:
-                return []
-            return [L.Dropout(layer.rate, seed=int(self.config.seed) + i, name=layer.name)]
-        if layer.kind == "batchnorm":
-            spatial = len(in_shape) == 3  # per channel after a conv, per feature after a flatten
-            tc = self._time_constant(layer.momentum)
-            bn = L.BatchNormalization(map_rank=1 if spatial else None, normalization_time_constant=tc,
-                                      epsilon=layer.eps, name=layer.name)
-            for field, attr in (("gamma", "scale"), ("beta", "bias"),
-                                ("running_mean", "aggregate_mean"),
-                                ("running_var", "aggregate_variance")):
-                self._register(layer.name + "." + field, bn, attr)
-            self.bn_counts.append(bn.aggregate_count)
-            self.bn_stats.append((bn.aggregate_mean, bn.aggregate_variance, layer.momentum, tc))
-            return [bn]
-        if layer.kind == "activation":
-            return [_act(C, layer.function) or (lambda v: v)]
-        raise Unsupported("layer kind %r" % layer.kind)
+    def _walk_checked(self):
+        """walk(self), each layer's blocks applied to a probe input as they are made (CNTK infers
+        parameter shapes then), its output shape compared with the spec's."""
+        h = [self.C.input_variable(tuple(self.spec.input_shape), dtype=self.np_dtype.type)]
 
-    def _dense_flattens(self, i):
-        """A flatten whose next dense can flatten by itself (no batchnorm in between)."""
-        for layer in self.spec.layers[i + 1:]:
-            if layer.kind == "dense":
-                return True
-            if layer.kind == "batchnorm":
-                return False
-        return False
+        def checked(build):
+            def layer(a, step):
+                made = build(a, step)
+                for block in made if isinstance(made, list) else [] if made is None else [made]:
+                    h[0] = block(h[0])
+                got = tuple(h[0].shape)
+                if made is None and step.layer.kind == "flatten":  # left to the next Dense
+                    got = (int(np.prod(got)),)
+                if got != tuple(step.out_shape):
+                    raise Unsupported("layer %s (%s): CNTK output shape %r, the spec says %r"
+                                      % (step.layer.name, step.layer.kind, got, step.out_shape))
+                return made
+            return layer
 
-    def _time_constant(self, momentum):
+        return walk(self, dict((kind, checked(fn)) for kind, fn in self.LAYERS.items()))
+
+    def param_shape(self, name):
+        return tuple(self.canonical[name].shape)
+
+    def bind(self, name, block, attr, native_shape):
+        """Bind CNTK's `block.attr` to canonical `name`: a reshape between the two shapes."""
+        native, canonical = tuple(native_shape), self.param_shape(name)
+        self.native_shapes[name] = native
+        self.bindings.bind(name, (block, attr), Layout(lambda v: v.reshape(native),
+                                                       lambda v: v.reshape(canonical)))
+
+    def _variables(self):
+        return [(getattr(block, attr), name)
+                for name, ((block, attr), _) in self.bindings.table.items()]
+
+    def _check_params(self):
+        for var, name in self._variables():
+            if tuple(var.shape) != self.native_shapes[name]:
+                raise Unsupported("parameter %s: CNTK shape %r, expected %r (canonical %r)"
+                                  % (name, tuple(var.shape), self.native_shapes[name],
+                                     self.param_shape(name)))
+
+    def time_constant(self, momentum):
         """CNTK's normalization_time_constant giving PyTorch's momentum for a full batch."""
         if momentum >= 1.0:
             return 0  # only the current minibatch
@@ -236,123 +283,37 @@ class CntkAdapter(Adapter):
             return float("inf")  # frozen
         return -float(self.config.batch_size) / math.log(1.0 - momentum)
 
-    def _register(self, canonical, block, attr):
-        self.layer_map[canonical] = (block, attr)
-
-    def _bind_params(self):
-        """Resolve the registered (block, attribute) pairs to CNTK variables, now that shapes are known."""
-        expected = self.spec.params()
-        bound = OrderedDict()
-        for name, (block, attr) in self.layer_map.items():
-            var = getattr(block, attr)
-            shape = tuple(var.shape)
-            want = expected[name].shape
-            if int(np.prod(shape)) != int(np.prod(want)):
-                raise Unsupported("parameter %s: CNTK shape %r does not hold canonical %r"
-                                  % (name, shape, want))
-            bound[name] = (var, shape)
-        missing = sorted(set(expected) - set(bound))
-        if missing:
-            raise Unsupported("parameters not realized in CNTK: %s" % ", ".join(missing))
-        self.params = bound
-        self.trainable = [v for v, _ in bound.values() if v.is_parameter]
-
-    def _check_shapes(self, per_layer):
-        """Apply the blocks layer by layer (parameters shared) and compare with the spec's shapes."""
-        h = self.C.input_variable(tuple(self.spec.input_shape), dtype=self.np_dtype.type)
-        lazy = False  # a flatten left to the next Dense
-        for layer, blocks, want in zip(self.spec.layers, per_layer, self.spec.shapes):
-            for block in blocks:
-                h = block(h)
-            got = tuple(h.shape)
-            lazy = (lazy or (layer.kind == "flatten" and not blocks)) and layer.kind != "dense"
-            if lazy:
-                got = (int(np.prod(got)),)
-            if got != tuple(want):
-                raise Unsupported("layer %s (%s): CNTK output shape %r, the spec says %r"
-                                  % (layer.name, layer.kind, got, tuple(want)))
-
-    # -- optimizer -----------------------------------------------------------------------------
-    def _make_trainer(self):
+    def _max_norm_op(self):
+        """One CNTK function assigning Keras' MaxNorm to every constrained W (or None)."""
         C = self.C
-        c = self.config
-        IGNORE = C.learners.IGNORE
-        lr = C.learning_parameter_schedule(c.lr)
-        params = self.trainable
-        if c.optimizer == "sgd":
-            learner = C.sgd(params, lr=lr, minibatch_size=IGNORE)
-            self.learner_desc = "C.sgd(minibatch_size=IGNORE)"
-        elif c.optimizer == "momentum":
-            learner = C.momentum_sgd(params, lr=lr, momentum=C.momentum_schedule(c.momentum),
-                                     unit_gain=False, minibatch_size=IGNORE)
-            self.learner_desc = "C.momentum_sgd(unit_gain=False, minibatch_size=IGNORE)"
-        elif c.optimizer == "adam" and CNTK_ADAM == "native":
-            learner = C.adam(params, lr=lr, momentum=C.momentum_schedule(c.beta1), unit_gain=True,
-                             variance_momentum=C.momentum_schedule(c.beta2), epsilon=c.eps,
-                             minibatch_size=IGNORE)
-            self.learner_desc = "C.adam(unit_gain=True, minibatch_size=IGNORE)"
-        elif c.optimizer in ("adam", "rmsprop"):
-            learner = self._universal(c.optimizer)
-            self.learner_desc = "C.universal(PyTorch %s)" % c.optimizer
-        else:
-            raise Unsupported("optimizer %r" % c.optimizer)
-        self.learner = learner
-        self.trainer = C.Trainer(self.model, (self.loss, None), [learner])
+        assigns = []
+        for block, c, axes in self.max_norms:
+            w = block.W
+            norms = C.sqrt(C.reduce_sum(w * w, axis=axes))
+            assigns.append(C.assign(w, w * (C.clip(norms, 0.0, c) / (MAX_NORM_EPS + norms))))
+        return C.combine(assigns) if assigns else None
+
+    # -- TableAdapter hooks --------------------------------------------------------------------
+    def read_param(self, handle):
+        block, attr = handle
+        return np.asarray(getattr(block, attr).value, dtype=self.np_dtype)
+
+    def write_param(self, handle, value):
+        block, attr = handle
+        getattr(block, attr).value = value
+
+    def reset_optimizer(self):
+        self.inv_batch = None
+        self.learner, self.learner_desc = tables.optimizer(self, self.trainable)
+        self.trainer = self.C.Trainer(self.model, (self.loss, None), [self.learner])
         self.steps = 0
 
-    def _universal(self, kind):
-        """PyTorch's Adam / RMSProp as a CNTK update function (C.universal).
-
-        A universal learner receives the gradient of the summed loss, so it is scaled by 1/N with a
-        constant set in train_step; Adam's bias corrections are constants set per step likewise.
-        """
-        C = self.C
-        c = self.config
-        dt = self.np_dtype.type
-        self.inv_batch = C.constant(1.0, dtype=dt, name="inv_batch")
-        self.bias_c1 = C.constant(1.0, dtype=dt, name="adam_c1")  # 1/(1-b1^t)
-        self.bias_c2 = C.constant(1.0, dtype=dt, name="adam_c2")  # 1/(1-b2^t)
-
-        def update(parameters, gradients):
-            updates = []
-            for p, g in zip(parameters, gradients):
-                g = g * self.inv_batch
-                if kind == "rmsprop":
-                    v = C.constant(0.0, shape=p.shape, dtype=dt, name="rms_v")
-                    v_new = C.assign(v, c.rho * v + (1.0 - c.rho) * g * g)
-                    updates.append(C.assign(p, p - c.lr * g / (C.sqrt(v_new) + c.eps)))
-                else:
-                    m = C.constant(0.0, shape=p.shape, dtype=dt, name="adam_m")
-                    v = C.constant(0.0, shape=p.shape, dtype=dt, name="adam_v")
-                    m_new = C.assign(m, c.beta1 * m + (1.0 - c.beta1) * g)
-                    v_new = C.assign(v, c.beta2 * v + (1.0 - c.beta2) * g * g)
-                    step = (m_new * self.bias_c1) / (C.sqrt(v_new * self.bias_c2) + c.eps)
-                    updates.append(C.assign(p, p - c.lr * step))
-            return C.combine(updates)
-
-        return C.universal(update, self.trainable)
-
-    # -- weights -------------------------------------------------------------------------------
     def set_weights(self, params):
-        missing = sorted(set(self.params) - set(params))
-        if missing:
-            raise ValueError("set_weights: missing %s" % ", ".join(missing))
-        for name, (var, shape) in self.params.items():
-            value = np.asarray(params[name], dtype=self.np_dtype).reshape(shape)
-            var.value = np.ascontiguousarray(value)
         for count in self.bn_counts:
             # > 0: blend from the first step on (CNTK copies the batch stats while it is 0) and
             # allow inference on fresh weights
             count.value = np.asarray(float(self.config.batch_size), dtype=self.np_dtype)
-        self._make_trainer()  # fresh optimizer state for fresh weights
-
-    def get_weights(self):
-        expected = self.spec.params()
-        out = OrderedDict()
-        for name, (var, _) in self.params.items():
-            out[name] = np.ascontiguousarray(
-                np.asarray(var.value, dtype=self.np_dtype).reshape(expected[name].shape))
-        return out
+        TableAdapter.set_weights(self, params)
 
     # -- steps ---------------------------------------------------------------------------------
     def _feed(self, x, y=None):
@@ -368,11 +329,13 @@ class CntkAdapter(Adapter):
         feed = self._feed(x, y)
         n = len(feed[self.x_var])
         if self.inv_batch is not None:
-            self._universal_constants(n)
+            learners.universal_constants(self, n)
         partial = self.bn_stats and n != self.config.batch_size
         if partial:
             before = [(mean.value, var.value) for mean, var, _, _ in self.bn_stats]
         self.trainer.train_minibatch(feed)
+        if self.max_norm_op is not None:
+            self.max_norm_op.eval(device=self.device)
         if partial:
             self._fix_running_stats(before, n)
         self.steps += 1
@@ -389,14 +352,6 @@ class CntkAdapter(Adapter):
                 batch = (const.value - (1.0 - f) * prev) / f
                 const.value = np.ascontiguousarray(((1.0 - m) * prev + m * batch).astype(self.np_dtype))
 
-    def _universal_constants(self, n):
-        c = self.config
-        t = self.steps + 1
-        self.inv_batch.value = np.asarray(1.0 / n, dtype=self.np_dtype)
-        if c.optimizer == "adam":
-            self.bias_c1.value = np.asarray(1.0 / (1.0 - c.beta1 ** t), dtype=self.np_dtype)
-            self.bias_c2.value = np.asarray(1.0 / (1.0 - c.beta2 ** t), dtype=self.np_dtype)
-
     def predict(self, x):
         out = self.model.eval(self._feed(x), device=self.device)
         return np.asarray(out, dtype=self.np_dtype).reshape(len(x), self.spec.num_classes)
@@ -411,14 +366,6 @@ class CntkAdapter(Adapter):
                 "threads_requested": int(self.config.threads),
                 "learner": self.learner_desc}
         return info
-
-
-def _act(C, function):
-    if function == "relu":
-        return C.relu
-    if function == "tanh":
-        return C.tanh
-    return None
 
 
 def _cntk_auto_pads(size, k, s):
