@@ -1,9 +1,9 @@
 """TensorFlow Estimator: `tf.estimator.Estimator` with a `model_fn` of tf.compat.v1.layers.
 
 The idiom of the TF tutorial net of the 2018 posts (cnn_mnist.py), on tensorflow-cpu 2.15.1 (the
-last release that ships tf.estimator; tox env `tf_legacy`). The network (the LAYERS table), the layout
-conversions and the optimizer conversions are those of backends/tf_layers_backend.py (read its
-docstring): this adapter is a TfGraphAdapter whose model_fn calls its `network` and `minimize`.
+last release that ships tf.estimator; tox env `tf_legacy`). The network (the LAYERS table), the
+layout conversions and the optimizer conversions are those of backends/tf_layers_backend.py (read
+its docstring): this adapter is a TfGraphAdapter whose model_fn calls its `network` and `minimize`.
 This module adds the Estimator machinery:
 
   * input: in epoch mode, an `input_fn` returning `tf.data.Dataset.from_generator` over the

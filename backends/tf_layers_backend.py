@@ -104,7 +104,8 @@ def _conv2d(a, step):
 
 
 def _tf_padding(layer, in_shape):
-    """(TF padding, explicit tf.pad amounts or None): TF's own 'valid'/'same' when it is the spec's."""
+    """(TF padding, explicit tf.pad amounts or None): TF's own 'valid'/'same' where it is the
+    spec's padding."""
     pad = conv_padding(layer)
     if pad.mode in ("valid", "same"):
         return pad.mode, None
@@ -293,7 +294,8 @@ class TfGraphAdapter(TableAdapter):
         dependency: its variables' initial values must not depend on the batch."""
         tf = self.tf
         opt = tables.optimizer(self, lambda v: tf.constant(v, dtype=self.dtype))
-        with tf.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)):
+        update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+        with tf.control_dependencies(update_ops):
             if isinstance(opt, tf.compat.v1.train.Optimizer):
                 return opt.minimize(loss, global_step=global_step)
             # Keras 2's OptimizerV2 (rmsprop) in a v1 graph: its update ops
