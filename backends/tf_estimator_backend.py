@@ -1,9 +1,10 @@
 """TensorFlow Estimator: `tf.estimator.Estimator` with a `model_fn` of tf.compat.v1.layers.
 
 The idiom of the TF tutorial net of the 2018 posts (cnn_mnist.py), on tensorflow-cpu 2.15.1 (the
-last release that ships tf.estimator; tox env `tf_legacy`). The network, the layout conversions and
-the optimizer conversions are those of backends/tf_layers_backend.py (read its docstring); this
-module adds the Estimator machinery:
+last release that ships tf.estimator; tox env `tf_legacy`). The network (the LAYERS table), the
+layout conversions and the optimizer conversions are those of backends/tf_layers_backend.py (read
+its docstring): this adapter is a TfGraphAdapter whose model_fn calls its `network` and `minimize`.
+This module adds the Estimator machinery:
 
   * input: in epoch mode, an `input_fn` returning `tf.data.Dataset.from_generator` over the
     harness's batches, in the harness's order (no shuffle, no repeat, no prefetch: one batch per
@@ -20,7 +21,8 @@ module adds the Estimator machinery:
     the Estimator would throw the trained weights away when train() returns.) model_dir is a
     temporary directory removed by close();
   * set_weights writes a complete checkpoint (weights in TF layout, fresh optimizer slots, global
-    step 0) built from the same model_fn; get_weights reads `estimator.get_variable_value`.
+    step 0) built from the same model_fn; get_weights reads `estimator.get_variable_value` (the
+    bindings' handles are the TF variable names).
 
 With TrainConfig.mode "epoch", train_epoch is the idiom: ONE `estimator.train(input_fn)` call over
 the epoch's batches, step times from the hook (the generator's batch slicing and its py_func hop
@@ -39,31 +41,25 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections import OrderedDict
 
 import numpy as np
 
 from backends.base import Adapter, clock_ns
-from backends.tf_layers_backend import (OPTIMIZER_NAMES, build_network, check_device, from_tf,
-                                        import_tf, mean_cross_entropy, minimize, session_config,
-                                        tf_environment, to_tf)
+from backends.tf_layers_backend import (OPTIMIZER_NAMES, TfGraphAdapter, mean_cross_entropy,
+                                        tf_environment)
 
 #: save_checkpoints_steps: larger than any run, so checkpoints are written only at session
 #: creation and at the end of train()
 NEVER = 10 ** 12
 
 
-class TfEstimatorAdapter(Adapter):
+class TfEstimatorAdapter(TfGraphAdapter):
     name = "tf_estimator"
-    framework = "tensorflow"
 
     def build(self):
-        tf = self.tf = import_tf()
-        cfg = self.config
-        self.device = check_device(tf, cfg.device)
-        self.dtype = tf.as_dtype(cfg.dtype)
+        self.prepare()
+        tf, cfg = self.tf, self.config
         self.model_dir = tempfile.mkdtemp(prefix="convbench-estimator-")
-        self.config_proto = session_config(tf, cfg.threads)
         if self.device != "/cpu:0":
             self.config_proto.allow_soft_placement = True
         run_config = tf.estimator.RunConfig(
@@ -72,18 +68,14 @@ class TfEstimatorAdapter(Adapter):
             log_step_count_steps=None, keep_checkpoint_max=1)
         self.estimator = tf.estimator.Estimator(model_fn=self._model_fn, config=run_config)
         self.live = None
-        self.param_map = None  # canonical name -> (TF variable name, conversion), from model_fn
-        self._checkpoint_graph()  # runs the model_fn once: an Unsupported layer/optimizer shows here
+        self._checkpoint_graph()  # runs the model_fn once: an Unsupported optimizer shows here
 
     # -- the Estimator pieces -------------------------------------------------------------------
     def _model_fn(self, features, labels, mode):
         tf = self.tf
         keys = tf.estimator.ModeKeys
         with tf.device(self.device):
-            logits, param_map = build_network(tf, self.spec, features["x"],
-                                              training=(mode == keys.TRAIN),
-                                              dropout=self.config.dropout)
-            self.param_map = param_map
+            logits = self.network(features["x"], training=(mode == keys.TRAIN))
             if mode == keys.PREDICT:
                 return tf.estimator.EstimatorSpec(mode, predictions={"logits": logits})
             loss = mean_cross_entropy(tf, labels, logits)
@@ -92,7 +84,7 @@ class TfEstimatorAdapter(Adapter):
                 return tf.estimator.EstimatorSpec(mode, loss=loss,
                                                   eval_metric_ops={"accuracy": accuracy})
             global_step = tf.compat.v1.train.get_global_step()
-            train_op, _ = minimize(tf, self.config, loss, self.dtype, global_step=global_step)
+            train_op = self.minimize(loss, global_step=global_step)
             return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
     def _input_fn(self, generator):
@@ -152,17 +144,25 @@ class TfEstimatorAdapter(Adapter):
         return graph
 
     def set_weights(self, params):
-        tf = self.tf
         self._end_live()
+        self.pending = {}  # TF variable name -> value in TF layout, filled by write_param
+        self.bindings.set_all(params)
+        self._write_checkpoint(self.pending)
+
+    def write_param(self, handle, value):
+        self.pending[handle] = value
+
+    def _write_checkpoint(self, values):
+        """The model_dir's only checkpoint: `values`, fresh optimizer state, global step 0."""
+        tf = self.tf
         graph = self._checkpoint_graph()
         with graph.as_default():
             variables = dict((v.op.name, v) for v in tf.compat.v1.global_variables())
             feed, assigns = {}, []
-            for name, (var_name, kind) in self.param_map.items():
+            for var_name, value in values.items():
                 var = variables[var_name]
                 ph = tf.compat.v1.placeholder(var.dtype.base_dtype, var.shape)
-                feed[ph] = np.ascontiguousarray(to_tf(params[name], kind),
-                                                dtype=ph.dtype.as_numpy_dtype)
+                feed[ph] = value
                 assigns.append(var.assign(ph, read_value=False))
             init = tf.compat.v1.global_variables_initializer()
             saver = tf.compat.v1.train.Saver(sharded=True, save_relative_paths=True)
@@ -174,10 +174,10 @@ class TfEstimatorAdapter(Adapter):
 
     def get_weights(self):
         self._checkpoint_now()
-        out = OrderedDict()
-        for name, (var_name, kind) in self.param_map.items():
-            out[name] = from_tf(self.estimator.get_variable_value(var_name), kind)
-        return out
+        return self.bindings.get_all()
+
+    def read_param(self, handle):
+        return self.estimator.get_variable_value(handle)
 
     def predict(self, x):
         self._checkpoint_now()

@@ -6,12 +6,17 @@ The idiom of the 2018 posts (cnn_mnist.py and friends), run on tensorflow-cpu 2.
 see below), and one `session.run([train_op, loss], feed_dict)` per step. Weights go in through
 placeholders and assign ops built once with the graph.
 
-Layout at the boundary (models/spec.py is canonical):
+The network is declared once, for this adapter and the Estimator's model_fn
+(backends/tf_estimator_backend.py): `TfGraphAdapter.LAYERS` maps each layer kind to a function that
+binds the layer's parameters (by TF variable name) and returns `f(x, training) -> x`, the
+tf.compat.v1.layers call; `network()` composes them inside whichever graph owns the variables.
+Max-norm kernels get Keras' MaxNorm formula as tf.compat.v1.layers' `kernel_constraint`: the
+optimizers (tf.compat.v1.train.Optimizer and Keras' OptimizerV2) assign it after each update.
+
+Layout at the boundary (models/spec.py is canonical; backends/common/layout.py: ChannelsLast):
   * data arrives NCHW and becomes NHWC inside the graph (`tf.reshape` when C == 1, as the tutorial
-    does, else `tf.transpose`);
-  * conv kernels: canonical OIHW <-> TF HWIO;
-  * TF flattens (H, W, C), the canonical flatten is (C, H, W): the rows of the FIRST dense kernel after
-    a flatten of a spatial tensor are permuted at set/get_weights;
+    does, else `tf.transpose`); conv kernels OIHW <-> HWIO; the rows of the first dense kernel
+    after a flatten are permuted (TF flattens (H, W, C));
   * batchnorm: the spec's momentum has PyTorch's meaning (running = (1-m)*running + m*batch), TF's
     is the decay (running = m*running + (1-m)*batch): TF momentum = 1 - spec momentum (a float64
     tensor in float64 runs: the unfused path would make a float32 decay of a Python float).
@@ -41,11 +46,14 @@ adapter closes the gap:
 """
 import os
 import warnings
-from collections import OrderedDict
 
-import numpy as np
-
-from backends.base import Adapter, Unavailable, Unsupported
+from backends.base import Unavailable
+from backends.common import tables
+from backends.common.adapter import TableAdapter
+from backends.common.layout import ChannelsLast, max_norm_axes
+from backends.common.padding import conv_padding
+from backends.common.walker import walk
+from models.spec import MAX_NORM_EPS
 
 
 def import_tf():
@@ -75,89 +83,131 @@ def session_config(tf, threads):
     return tf.compat.v1.ConfigProto(**kw)
 
 
-# --- the network, shared with the Estimator adapter -----------------------------------------------
+# --- the spec, layer by layer: f(x, training) -> x, tf.compat.v1.layers calls -------------------
+# Each function runs once per adapter (at build, binding the parameters); the f it returns runs in
+# every graph that needs the network (the Estimator builds one per train/predict call).
 
-def build_network(tf, spec, x, training, dropout=True):
-    """The spec as tf.compat.v1.layers calls on the NCHW input tensor `x`; returns (logits, params).
+def _conv2d(a, step):
+    layer = step.layer
+    padding, pads = _tf_padding(layer, step.in_shape)
+    activation = tables.activation(a, layer.activation)
+    constraint = _bind_kernel(a, layer, 4)
 
-    `params` maps each canonical parameter name to (TF variable name, conversion kind):
-    'conv' (OIHW <-> HWIO), ('flat_dense', (C, H, W)) (row permutation), or 'plain'.
-    Must be called inside the graph (and variable scope) that owns the variables.
-    """
-    layers = tf.compat.v1.layers
-    c, h, w = spec.input_shape
-    if c == 1:
-        net = tf.reshape(x, [-1, h, w, 1])
-    else:
-        net = tf.transpose(x, [0, 2, 3, 1])
-    params = OrderedDict()
-    in_shape = spec.input_shape
-    flat_from = None  # (C, H, W) of a flattened spatial tensor, until the first dense takes it
-    for layer, shape in zip(spec.layers, spec.shapes):
-        if layer.kind == "conv2d":
-            padding = _tf_padding(layer, in_shape)
-            if padding is None:
-                (pt, pb), (pl, pr) = layer.padding
-                net = tf.pad(net, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
-                padding = "valid"
-            net = layers.conv2d(net, layer.filters, layer.kernel, strides=layer.stride,
-                                padding=padding, activation=_activation(tf, layer.activation),
-                                use_bias=layer.use_bias, name=layer.name)
-            params[layer.name + ".weight"] = (layer.name + "/kernel", "conv")
-            if layer.use_bias:
-                params[layer.name + ".bias"] = (layer.name + "/bias", "plain")
-        elif layer.kind == "maxpool2d":
-            net = layers.max_pooling2d(net, layer.size, layer.stride, padding="valid",
-                                       name=layer.name)
-        elif layer.kind == "flatten":
-            net = layers.flatten(net, name=layer.name)
-            if len(in_shape) == 3 and in_shape[0] > 1 and in_shape[1] * in_shape[2] > 1:
-                flat_from = tuple(in_shape)
-        elif layer.kind == "dense":
-            net = layers.dense(net, layer.units, activation=_activation(tf, layer.activation),
-                               use_bias=layer.use_bias, name=layer.name)
-            kind = ("flat_dense", flat_from) if flat_from else "plain"
-            flat_from = None
-            params[layer.name + ".weight"] = (layer.name + "/kernel", kind)
-            if layer.use_bias:
-                params[layer.name + ".bias"] = (layer.name + "/bias", "plain")
-        elif layer.kind == "dropout":
-            net = layers.dropout(net, rate=layer.rate if dropout else 0.0, training=training,
-                                 name=layer.name)
-        elif layer.kind == "batchnorm":
-            momentum = 1.0 - layer.momentum
-            if x.dtype == tf.float64:
-                # the unfused (float64) path turns a Python momentum into a float32 decay tensor:
-                # 1 - 0.9 -> 0.10000000149 in the running statistics. A float64 tensor keeps it.
-                momentum = tf.constant(momentum, tf.float64)
-            net = layers.batch_normalization(net, axis=-1, momentum=momentum, epsilon=layer.eps,
-                                             training=training, name=layer.name)
-            for field, var in (("gamma", "gamma"), ("beta", "beta"),
-                               ("running_mean", "moving_mean"),
-                               ("running_var", "moving_variance")):
-                params[layer.name + "." + field] = (layer.name + "/" + var, "plain")
-        elif layer.kind == "activation":
-            net = _activation(tf, layer.function)(net)
-        else:
-            raise Unsupported("layer kind %r" % layer.kind)
-        in_shape = shape
-    return net, params
+    def conv2d(x, training):
+        if pads is not None:  # padding TF's 'same' does not give: explicit, then 'valid'
+            x = a.tf.pad(x, pads)
+        return a.tf.compat.v1.layers.conv2d(
+            x, layer.filters, layer.kernel, strides=layer.stride, padding=padding,
+            activation=activation, use_bias=layer.use_bias, kernel_constraint=constraint,
+            name=layer.name)
+    return conv2d
 
 
 def _tf_padding(layer, in_shape):
-    """'valid' / 'same' when TF's own padding is the spec's, else None (explicit tf.pad)."""
-    if layer.padding_mode in ("valid", "same"):
-        return layer.padding_mode
-    if layer.padding == ((0, 0), (0, 0)):
-        return "valid"
+    """(TF padding, explicit tf.pad amounts or None): TF's own 'valid'/'same' where it is the
+    spec's padding."""
+    pad = conv_padding(layer)
+    if pad.mode in ("valid", "same"):
+        return pad.mode, None
+    if pad.zero:
+        return "valid", None
     same = []
     for size, k, s in zip(in_shape[1:], layer.kernel, layer.stride):
-        out = -(-size // s)
-        total = max((out - 1) * s + k - size, 0)
+        total = max((-(-size // s) - 1) * s + k - size, 0)
         same.append((total // 2, total - total // 2))
-    if tuple(same) == tuple(layer.padding):
-        return "same"
-    return None
+    if tuple(same) == pad.pads:  # explicit amounts that are TF's 'same' (torch_bn's padding = 2)
+        return "same", None
+    return "valid", [[0, 0], list(pad.pads[0]), list(pad.pads[1]), [0, 0]]
+
+
+def _dense(a, step):
+    layer = step.layer
+    activation = tables.activation(a, layer.activation)
+    constraint = _bind_kernel(a, layer, 2)
+
+    def dense(x, training):
+        return a.tf.compat.v1.layers.dense(x, layer.units, activation=activation,
+                                           use_bias=layer.use_bias, kernel_constraint=constraint,
+                                           name=layer.name)
+    return dense
+
+
+def _bind_kernel(a, layer, ndim):
+    """Binds kernel (and bias); returns the kernel's max-norm constraint, or None."""
+    name = layer.name + ".weight"
+    a.bindings.bind(name, layer.name + "/kernel", a.layout.layout(name))
+    if layer.use_bias:
+        a.bindings.bind(layer.name + ".bias", layer.name + "/bias")
+    if layer.max_norm is None:
+        return None
+    return _max_norm(a.tf, layer.max_norm, list(max_norm_axes(ndim, channels_last=True)))
+
+
+def _max_norm(tf, c, axes):
+    """Keras' MaxNorm: w * clip(n, 0, c) / (eps + n), n the L2 norm over `axes` (HWIO conv kernels:
+    0, 1, 2; dense (in, out): 0), i.e. per output unit."""
+    def max_norm(w):
+        norms = tf.sqrt(tf.reduce_sum(tf.square(w), axis=axes, keepdims=True))
+        return w * (tf.clip_by_value(norms, 0.0, c) / (MAX_NORM_EPS + norms))
+    return max_norm
+
+
+def _batchnorm(a, step):
+    layer = step.layer
+    for field, var in (("gamma", "gamma"), ("beta", "beta"), ("running_mean", "moving_mean"),
+                       ("running_var", "moving_variance")):
+        name = layer.name + "." + field
+        a.bindings.bind(name, layer.name + "/" + var, a.layout.layout(name))
+
+    def batchnorm(x, training):
+        momentum = 1.0 - layer.momentum
+        if x.dtype == a.tf.float64:
+            # the unfused (float64) path turns a Python momentum into a float32 decay tensor:
+            # 1 - 0.9 -> 0.10000000149 in the running statistics. A float64 tensor keeps it.
+            momentum = a.tf.constant(momentum, a.tf.float64)
+        return a.tf.compat.v1.layers.batch_normalization(
+            x, axis=-1, momentum=momentum, epsilon=layer.eps, training=training, name=layer.name)
+    return batchnorm
+
+
+def _pool(name):
+    def pool(a, step):
+        layer = step.layer
+        return lambda x, training: getattr(a.tf.compat.v1.layers, name)(
+            x, layer.size, layer.stride, padding="valid", name=layer.name)
+    return pool
+
+
+def _dropout(a, step):
+    rate = step.layer.rate if a.config.dropout else 0.0
+    return lambda x, training: a.tf.compat.v1.layers.dropout(x, rate=rate, training=training,
+                                                             name=step.layer.name)
+
+
+def _activation(a, step):
+    function = tables.activation(a, step.layer.function)
+    return None if function is None else (lambda x, training: function(x))
+
+
+# --- optimizers: fn(adapter, const) -> optimizer; const(v) is a tensor of the model dtype --------
+
+def _adam(a, const):
+    c = a.config
+    eps = const(c.eps)
+
+    def epsilon():  # called by the optimizer after its beta accumulators exist
+        beta2_power = opt._get_beta_accumulators()[1]
+        return eps * a.tf.sqrt(1.0 - a.tf.cast(beta2_power, eps.dtype))
+
+    opt = a.tf.compat.v1.train.AdamOptimizer(const(c.lr), const(c.beta1), const(c.beta2),
+                                             epsilon=epsilon)
+    return opt
+
+
+OPTIMIZER_NAMES = {"sgd": "tf.compat.v1.train.GradientDescentOptimizer",
+                   "momentum": "tf.compat.v1.train.MomentumOptimizer",
+                   "adam": "tf.compat.v1.train.AdamOptimizer (epsilon = eps*sqrt(1-beta2^t))",
+                   "rmsprop": "tf.keras.optimizers.legacy.RMSprop (OptimizerV2, get_updates)"}
 
 
 def mean_cross_entropy(tf, labels, logits):
@@ -169,86 +219,6 @@ def mean_cross_entropy(tf, labels, logits):
     """
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits),
                           name="loss")
-
-
-def _activation(tf, function):
-    return {"relu": tf.nn.relu, "tanh": tf.nn.tanh, "linear": None}[function]
-
-
-OPTIMIZER_NAMES = {"sgd": "tf.compat.v1.train.GradientDescentOptimizer",
-                   "momentum": "tf.compat.v1.train.MomentumOptimizer",
-                   "adam": "tf.compat.v1.train.AdamOptimizer (epsilon = eps*sqrt(1-beta2^t))",
-                   "rmsprop": "tf.keras.optimizers.legacy.RMSprop (OptimizerV2, get_updates)"}
-
-
-def minimize(tf, config, loss, dtype, global_step=None):
-    """The train op: the optimizer's update under the UPDATE_OPS dependency (batchnorm statistics).
-
-    Optimizers with the suite's formulas (see the module docstring): tf.compat.v1.train's
-    GradientDescent, Momentum and Adam (Adam with the epsilon conversion); RMSProp from Keras 2's
-    OptimizerV2 (tf.keras.optimizers.legacy.RMSprop, the one TF 2.15's canned Estimators take),
-    because tf.compat.v1.train.RMSPropOptimizer cannot be given PyTorch's formula. Hyperparameters
-    are tensors of the model dtype. Returns (train_op, optimizer name).
-    """
-    train = tf.compat.v1.train
-    c = config
-
-    def const(v):
-        return tf.constant(v, dtype=dtype)
-
-    # the optimizer (and its hyperparameter tensors) outside the control dependency: its variables'
-    # initial values must not depend on the batch
-    if c.optimizer == "rmsprop":
-        # v starts at zero, p -= lr*g/(sqrt(v)+eps): PyTorch's RMSprop (no momentum, uncentered)
-        opt = tf.keras.optimizers.legacy.RMSprop(learning_rate=const(c.lr), rho=const(c.rho),
-                                                 momentum=0.0, epsilon=c.eps, centered=False)
-    elif c.optimizer == "sgd":
-        opt = train.GradientDescentOptimizer(const(c.lr))
-    elif c.optimizer == "momentum":
-        opt = train.MomentumOptimizer(const(c.lr), const(c.momentum))
-    elif c.optimizer == "adam":
-        eps = const(c.eps)
-        holder = []
-
-        def epsilon():  # called by the optimizer after its beta accumulators exist
-            beta2_power = holder[0]._get_beta_accumulators()[1]
-            return eps * tf.sqrt(1.0 - tf.cast(beta2_power, dtype))
-
-        opt = train.AdamOptimizer(const(c.lr), const(c.beta1), const(c.beta2), epsilon=epsilon)
-        holder.append(opt)
-    else:
-        raise Unsupported("optimizer %r" % c.optimizer)
-
-    update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
-    with tf.control_dependencies(update_ops):
-        if c.optimizer == "rmsprop":
-            updates = opt.get_updates(loss, tf.compat.v1.trainable_variables())
-            if global_step is not None:
-                updates.append(global_step.assign_add(1))
-            return tf.group(*updates), OPTIMIZER_NAMES[c.optimizer]
-        return opt.minimize(loss, global_step=global_step), OPTIMIZER_NAMES[c.optimizer]
-
-
-def to_tf(value, kind):
-    """Canonical array -> the TF variable's layout."""
-    value = np.asarray(value)
-    if kind == "conv":
-        return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    if isinstance(kind, tuple):  # ('flat_dense', (C, H, W)): rows (c, h, w) -> (h, w, c)
-        c, h, w = kind[1]
-        return value.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
-    return value
-
-
-def from_tf(value, kind):
-    """TF variable value -> canonical layout."""
-    if kind == "conv":
-        return np.ascontiguousarray(value.transpose(3, 2, 0, 1))  # HWIO -> OIHW
-    if isinstance(kind, tuple):
-        c, h, w = kind[1]
-        return np.ascontiguousarray(
-            value.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1))
-    return np.ascontiguousarray(value)
 
 
 def tf_environment(tf, threads, config_proto, api):
@@ -267,17 +237,80 @@ def tf_environment(tf, threads, config_proto, api):
             "cuda_build": bool(build.get("is_cuda_build", False))}
 
 
-# --- the adapter ----------------------------------------------------------------------------------
+# --- the adapters ---------------------------------------------------------------------------------
 
-class TfLayersAdapter(Adapter):
-    name = "tf_layers"
+class TfGraphAdapter(TableAdapter):
+    """What tf_layers and tf_estimator share: the tables, the network and the train op.
+
+    Parameters are bound by TF variable name ("conv1/kernel"): the variables live in graphs built
+    later (one per Estimator call); the subclass reads and writes them by that name."""
     framework = "tensorflow"
+    LAYERS = {
+        "conv2d": _conv2d,
+        "maxpool2d": _pool("max_pooling2d"),
+        "avgpool2d": _pool("average_pooling2d"),
+        "flatten": lambda a, step: lambda x, training: a.tf.compat.v1.layers.flatten(
+            x, name=step.layer.name),
+        "dense": _dense,
+        "dropout": _dropout,
+        "batchnorm": _batchnorm,
+        "activation": _activation,
+    }
+    OPTIMIZERS = {
+        "sgd": lambda a, const: a.tf.compat.v1.train.GradientDescentOptimizer(const(a.config.lr)),
+        "momentum": lambda a, const: a.tf.compat.v1.train.MomentumOptimizer(
+            const(a.config.lr), const(a.config.momentum)),
+        "adam": _adam,
+        # v starts at zero, p -= lr*g/(sqrt(v)+eps): PyTorch's RMSprop (no momentum, uncentered)
+        "rmsprop": lambda a, const: a.tf.keras.optimizers.legacy.RMSprop(
+            learning_rate=const(a.config.lr), rho=const(a.config.rho), momentum=0.0,
+            epsilon=a.config.eps, centered=False),
+    }
+
+    def prepare(self):
+        """Import TF, walk the spec (binding every parameter); no graph yet."""
+        tf = self.tf = import_tf()
+        self.ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.nn.tanh}
+        self.device = check_device(tf, self.config.device)
+        self.dtype = tf.as_dtype(self.config.dtype)
+        self.config_proto = session_config(tf, self.config.threads)
+        self.layout = ChannelsLast(self.spec)
+        self.new_bindings()
+        self.blocks = walk(self)
+        self.bindings.check(self.spec.params())
+
+    def network(self, x, training):
+        """Logits of the NCHW batch `x`, built in the current graph (which gets the variables)."""
+        tf = self.tf
+        c, h, w = self.spec.input_shape
+        net = tf.reshape(x, [-1, h, w, 1]) if c == 1 else tf.transpose(x, [0, 2, 3, 1])
+        for block in self.blocks:
+            net = block(net, training)
+        return net
+
+    def minimize(self, loss, global_step=None):
+        """The train op: the optimizer's update under the UPDATE_OPS dependency (batchnorm
+        statistics). The optimizer (and its hyperparameter tensors) is made outside that
+        dependency: its variables' initial values must not depend on the batch."""
+        tf = self.tf
+        opt = tables.optimizer(self, lambda v: tf.constant(v, dtype=self.dtype))
+        update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+        with tf.control_dependencies(update_ops):
+            if isinstance(opt, tf.compat.v1.train.Optimizer):
+                return opt.minimize(loss, global_step=global_step)
+            # Keras 2's OptimizerV2 (rmsprop) in a v1 graph: its update ops
+            updates = opt.get_updates(loss, tf.compat.v1.trainable_variables())
+            if global_step is not None:
+                updates.append(global_step.assign_add(1))
+            return tf.group(*updates)
+
+
+class TfLayersAdapter(TfGraphAdapter):
+    name = "tf_layers"
 
     def build(self):
-        tf = self.tf = import_tf()
-        cfg = self.config
-        self.device = check_device(tf, cfg.device)
-        self.dtype = tf.as_dtype(cfg.dtype)
+        self.prepare()
+        tf, cfg = self.tf, self.config
         self.graph = tf.compat.v1.Graph()
         with self.graph.as_default(), tf.device(self.device):
             tf.compat.v1.set_random_seed(cfg.seed)  # dropout masks (not shared across backends)
@@ -285,48 +318,35 @@ class TfLayersAdapter(Adapter):
             self.x = tf.compat.v1.placeholder(self.dtype, [None, c, h, w], name="x")
             self.y = tf.compat.v1.placeholder(tf.int64, [None], name="y")
             self.training = tf.compat.v1.placeholder_with_default(False, shape=(), name="training")
-            self.logits, self.param_map = build_network(tf, self.spec, self.x, self.training,
-                                                        dropout=cfg.dropout)
+            self.logits = self.network(self.x, self.training)
             self.loss = mean_cross_entropy(tf, self.y, self.logits)
-            self.train_op, self.optimizer_name = minimize(tf, cfg, self.loss, self.dtype)
+            self.train_op = self.minimize(self.loss)
 
             variables = dict((v.op.name, v) for v in tf.compat.v1.global_variables())
-            self.variables = OrderedDict()
-            self.assign_ph = OrderedDict()
-            assigns = []
-            for name, (var_name, kind) in self.param_map.items():
+            self.variables = {}  # TF variable name -> (variable, placeholder, assign op)
+            for var_name, _ in self.bindings.table.values():
                 var = variables[var_name]
                 ph = tf.compat.v1.placeholder(var.dtype.base_dtype, var.shape,
                                               name="set_" + var_name.replace("/", "_"))
-                self.variables[name] = var
-                self.assign_ph[name] = ph
-                assigns.append(var.assign(ph, read_value=False))
-            self.assign_op = tf.group(*assigns)
-            model_vars = set(id(v) for v in self.variables.values())
+                self.variables[var_name] = (var, ph, var.assign(ph, read_value=False))
+            model_vars = set(id(v) for v, _, _ in self.variables.values())
             other = [v for v in tf.compat.v1.global_variables() if id(v) not in model_vars]
             self.reset_optimizer_op = tf.compat.v1.variables_initializer(other)
             init = tf.compat.v1.global_variables_initializer()
         self.graph.finalize()  # no new ops after build: set/get_weights reuse the ops above
-        self.config_proto = session_config(tf, cfg.threads)
         self.session = tf.compat.v1.Session(graph=self.graph, config=self.config_proto)
         self.session.run(init)
-        self._reset_optimizer()
+        self.reset_optimizer()
 
-    def _reset_optimizer(self):
+    def read_param(self, handle):
+        return self.session.run(self.variables[handle][0])
+
+    def write_param(self, handle, value):
+        _, ph, assign = self.variables[handle]
+        self.session.run(assign, {ph: value})
+
+    def reset_optimizer(self):
         self.session.run(self.reset_optimizer_op)
-
-    def set_weights(self, params):
-        feed = {}
-        for name, (_, kind) in self.param_map.items():
-            ph = self.assign_ph[name]
-            feed[ph] = np.ascontiguousarray(to_tf(params[name], kind), dtype=ph.dtype.as_numpy_dtype)
-        self.session.run(self.assign_op, feed)
-        self._reset_optimizer()  # fresh optimizer state for fresh weights (as torch does)
-
-    def get_weights(self):
-        values = self.session.run(list(self.variables.values()))
-        return OrderedDict((name, from_tf(v, self.param_map[name][1]))
-                           for name, v in zip(self.variables, values))
 
     def train_step(self, x, y):
         _, loss = self.session.run([self.train_op, self.loss],
@@ -340,7 +360,7 @@ class TfLayersAdapter(Adapter):
         info = tf_environment(self.tf, self.config.threads, self.config_proto,
                               "tf.compat.v1.layers in a Graph + Session.run(feed_dict)")
         info["device_name"] = self.device
-        info["optimizer"] = self.optimizer_name
+        info["optimizer"] = OPTIMIZER_NAMES[self.config.optimizer]
         return info
 
     def close(self):
