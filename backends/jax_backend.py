@@ -27,8 +27,8 @@ Sameness with the suite (docs/results-schema.md#optimizers, PyTorch's formulas),
 - loss: optax.softmax_cross_entropy_with_integer_labels, mean over the batch;
 - avgpool2d: nnx.avg_pool, VALID windows (the spec's pools have no padding);
 - max_norm: Keras' MaxNorm applied inside the jitted step right after the optax update (jnp ops
-  on the HWIO / (in, out) kernel: axes (0, 1, 2) / (0,)); optax has no projection of its own that
-  reduces over several axes;
+  on the HWIO / (in, out) kernel: axes (0, 1, 2) / (0,)); optax.projections.projection_l2_ball
+  would scale a whole kernel at once, not each output unit, and without Keras' eps;
 - batchnorm: nnx.BatchNorm(momentum = 1 - spec momentum, epsilon = spec eps,
   use_fast_variance=False (the two-pass variance, as the reference computes it)). DIFFERENCE, kept as
   Flax does it: Flax updates the running variance with the BIASED batch variance, the canonical
