@@ -2,19 +2,20 @@
 
 Written from docs/adding-a-backend.md alone, as the proof that the guide is enough.
 
-The idiom, Flax's "functional training loop" (its performance guide): build the `nnx` model and an
-`nnx.Optimizer` (optax inside), `nnx.split` both once into a static graph definition and one state
-pytree (parameters, batchnorm statistics, dropout RNG state, optimizer state), and train with one
-`jax.jit`-compiled function over that state, its buffers donated: `nnx.merge` at the top,
-`nnx.value_and_grad` w.r.t. the `nnx.Param`s, `optimizer.update`, `nnx.state` out. `nnx.jit` on
-the stateful objects would do the same but traverses the object graph in Python on every call. (The
+The idiom, Flax's "functional training loop" (its performance guide): build the `nnx` model (the
+LAYERS table, one function per layer kind) and an `nnx.Optimizer` (optax inside, the OPTIMIZERS
+table), `nnx.split` both once into a static graph definition and one state pytree (parameters,
+batchnorm statistics, dropout RNG state, optimizer state), and train with one `jax.jit`-compiled
+function over that state, its buffers donated: `nnx.merge` at the top, `nnx.value_and_grad` w.r.t.
+the `nnx.Param`s, `optimizer.update`, the max-norm constraints, `nnx.state` out. `nnx.jit` on the
+stateful objects would do the same but traverses the object graph in Python on every call. (The
 merge must happen outside the gradient: merging inside `jax.value_and_grad` makes the batchnorm
 update a mutation from another trace level, which Flax refuses with TraceContextError.)
 
-Layout: data NHWC, conv kernels HWIO, dense kernels (in, out): the same world as TensorFlow's, so
-the canonical <-> native conversion is `backends.tf_backend.TfLayout` (conv OIHW <-> HWIO, rows of
-the first dense kernel after a flatten permuted from (c, h, w) to (h, w, c) order). Explicit and
-'same' padding both go to nnx.Conv as the spec's explicit (low, high) pairs.
+Layout: data NHWC, conv kernels HWIO, dense kernels (in, out): the canonical <-> native conversion
+is `backends.common.layout.ChannelsLast` (conv OIHW <-> HWIO, rows of the first dense kernel after
+a flatten permuted from (c, h, w) to (h, w, c) order). Explicit and 'same' padding both go to
+nnx.Conv as the spec's explicit (low, high) pairs.
 
 Sameness with the suite (docs/results-schema.md#optimizers, PyTorch's formulas), all stock optax:
 - sgd: optax.sgd(lr); momentum: optax.sgd(lr, momentum) (optax's trace is v = g + mu*v,
@@ -24,6 +25,10 @@ Sameness with the suite (docs/results-schema.md#optimizers, PyTorch's formulas),
 - rmsprop: optax.rmsprop(lr, decay=rho, eps=eps, eps_in_sqrt=False): optax's default puts eps
   INSIDE the square root (rsqrt(v + eps)); PyTorch's is g / (sqrt(v) + eps);
 - loss: optax.softmax_cross_entropy_with_integer_labels, mean over the batch;
+- avgpool2d: nnx.avg_pool, VALID windows (the spec's pools have no padding);
+- max_norm: Keras' MaxNorm applied inside the jitted step right after the optax update (jnp ops
+  on the HWIO / (in, out) kernel: axes (0, 1, 2) / (0,)); optax.projections.projection_l2_ball
+  would scale a whole kernel at once, not each output unit, and without Keras' eps;
 - batchnorm: nnx.BatchNorm(momentum = 1 - spec momentum, epsilon = spec eps,
   use_fast_variance=False (the two-pass variance, as the reference computes it)). DIFFERENCE, kept as
   Flax does it: Flax updates the running variance with the BIASED batch variance, the canonical
@@ -37,7 +42,8 @@ Sameness with the suite (docs/results-schema.md#optimizers, PyTorch's formulas),
   conformance worker runs both) stay float32.
 
 Threads: XLA has no thread-count setting for the CPU; as for keras-jax the process' CPU affinity is
-narrowed to `threads` cores before jax is imported, which sizes XLA's thread pool.
+narrowed to `threads` cores before jax is imported (backends.common.setup.pin_cpus), which sizes
+XLA's thread pool.
 
 Device: "cpu" or "cuda" (jax.devices("gpu")); the state is placed on that device and the jitted
 step runs there. train_step returns float(loss): the loss is an output of the same XLA executable
@@ -45,30 +51,114 @@ as the new parameters, so it is ready only when the whole step is (the timing sy
 """
 import functools
 import os
-import sys
-from collections import OrderedDict
 
 import numpy as np
 
-from backends.base import Adapter, Unavailable, Unsupported
-from backends.tf_backend import TfLayout, nchw_to_nhwc
+from backends.base import Unavailable
+from backends.common import tables
+from backends.common.adapter import TableAdapter
+from backends.common.layout import ChannelsLast, max_norm_axes, nchw_to_nhwc
+from backends.common.padding import conv_padding
+from backends.common.setup import pin_cpus
+from backends.common.walker import walk
+from models.spec import MAX_NORM_EPS
 
 
-class JaxAdapter(Adapter):
+# --- the spec, layer by layer: nnx modules (and plain functions for the stateless ones) ----------
+
+def _conv2d(a, step):
+    layer = step.layer
+    conv = a.nnx.Conv(step.in_shape[0], layer.filters, tuple(layer.kernel),
+                      strides=tuple(layer.stride), padding=list(conv_padding(layer).pads),
+                      use_bias=layer.use_bias, rngs=a.rngs, **a.dtypes)
+    _bind_kernel(a, layer, conv)
+    return [conv] + _activation(a, layer.activation)
+
+
+def _dense(a, step):
+    layer = step.layer
+    dense = a.nnx.Linear(step.in_shape[0], layer.units, use_bias=layer.use_bias, rngs=a.rngs,
+                         **a.dtypes)
+    _bind_kernel(a, layer, dense)
+    return [dense] + _activation(a, layer.activation)
+
+
+def _bind_kernel(a, layer, module):
+    _bind(a, layer.name + ".weight", module, "kernel")
+    if layer.use_bias:
+        _bind(a, layer.name + ".bias", module, "bias")
+    if layer.max_norm is not None:
+        a.max_norm_modules.append((module, layer.max_norm))
+
+
+def _bind(a, name, module, attr):
+    a.bindings.bind(name, (module, attr), a.layout.layout(name))
+
+
+def _pool(op):
+    def build(a, step):
+        layer = step.layer
+        return functools.partial(op(a), window_shape=tuple(layer.size),
+                                 strides=tuple(layer.stride), padding="VALID")
+    return build
+
+
+def _flatten(x):
+    return x.reshape(x.shape[0], -1)  # (h, w, c) order: ChannelsLast permutes the next dense kernel
+
+
+def _dropout(a, step):
+    if a.config.dropout and step.layer.rate > 0:
+        return a.nnx.Dropout(step.layer.rate, rngs=a.rngs)
+    return None
+
+
+def _batchnorm(a, step):
+    layer = step.layer
+    bn = a.nnx.BatchNorm(step.in_shape[0], momentum=1.0 - layer.momentum, epsilon=layer.eps,
+                         use_fast_variance=False, rngs=a.rngs, **a.dtypes)
+    for field, attr in (("gamma", "scale"), ("beta", "bias"), ("running_mean", "mean"),
+                        ("running_var", "var")):
+        _bind(a, layer.name + "." + field, bn, attr)
+    return bn
+
+
+def _activation(a, function):
+    found = tables.activation(a, function)
+    return [found] if found else []
+
+
+class JaxAdapter(TableAdapter):
     name = "jax"
     framework = "jax"
+    LAYERS = {
+        "conv2d": _conv2d,
+        "maxpool2d": _pool(lambda a: a.nnx.max_pool),
+        "avgpool2d": _pool(lambda a: a.nnx.avg_pool),
+        "flatten": lambda a, step: _flatten,
+        "dense": _dense,
+        "dropout": _dropout,
+        "batchnorm": _batchnorm,
+        "activation": lambda a, step: _activation(a, step.layer.function),
+    }
+    OPTIMIZERS = {
+        "sgd": lambda a: a.optax.sgd(a.config.lr),
+        "momentum": lambda a: a.optax.sgd(a.config.lr, momentum=a.config.momentum),
+        "adam": lambda a: a.optax.adam(a.config.lr, b1=a.config.beta1, b2=a.config.beta2,
+                                       eps=a.config.eps),
+        "rmsprop": lambda a: a.optax.rmsprop(a.config.lr, decay=a.config.rho, eps=a.config.eps,
+                                             eps_in_sqrt=False),
+    }
 
     # -- build -----------------------------------------------------------------------------------
     def build(self):
         cfg = self.config
         self.notes = {}
-        if cfg.optimizer not in ("sgd", "momentum", "adam", "rmsprop"):
-            raise Unsupported("optimizer %r" % cfg.optimizer)
-        if cfg.threads and "jax" not in sys.modules and hasattr(os, "sched_setaffinity"):
-            cpus = sorted(os.sched_getaffinity(0))
-            if cfg.threads < len(cpus):
-                os.sched_setaffinity(0, cpus[:cfg.threads])
-                self.notes["cpu_affinity"] = cpus[:cfg.threads]
+        if cfg.optimizer not in self.OPTIMIZERS:
+            tables.optimizer(self)  # Unsupported, before jax is imported
+        pinned = pin_cpus(cfg.threads, "jax")
+        if pinned:
+            self.notes["cpu_affinity"] = pinned
         import jax
         if cfg.dtype == "float64":
             jax.config.update("jax_enable_x64", True)  # before any float64 array is made
@@ -77,13 +167,23 @@ class JaxAdapter(Adapter):
         from flax import nnx
 
         self.jax, self.jnp, self.optax, self.nnx = jax, jnp, optax, nnx
+        self.ACTIVATIONS = {"relu": nnx.relu, "tanh": nnx.tanh}
         self.device = _device(jax, cfg.device)
         self.np_dtype = np.dtype(cfg.dtype)
-        self.layout = TfLayout(self.spec)
+        self.layout = ChannelsLast(self.spec)
+        dt = jnp.dtype(cfg.dtype)
+        self.dtypes = {"dtype": dt, "param_dtype": dt}
 
         with jax.default_device(self.device):
-            self.model, self.variables = self._make_model()
-            self.tx = self._make_optimizer()
+            self.rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed)
+            self.new_bindings()
+            self.max_norm_modules = []  # (module, c), appended by the LAYERS functions
+            blocks = walk(self)
+            self.model = nnx.Sequential(*blocks)
+            self.bindings.check(self.spec.params())
+            # the jitted step reaches a constrained kernel through its index in the merged model
+            self.max_norms = [(_index(blocks, module), c) for module, c in self.max_norm_modules]
+            self.tx = tables.optimizer(self)
             self._split()
             # evaluation: the same state under a view with dropout off and batchnorm on its
             # running statistics
@@ -100,70 +200,10 @@ class JaxAdapter(Adapter):
         optimizer = nnx.Optimizer(self.model, self.tx, wrt=nnx.Param)
         self.graph_train, self.state = nnx.split((self.model, optimizer))
 
-    def _make_model(self):
-        nnx, cfg = self.nnx, self.config
-        dt = self.jnp.dtype(cfg.dtype)
-        rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed)
-        layers = []
-        variables = OrderedDict()  # canonical name -> (index in nnx.Sequential, attribute)
-        in_shape = self.spec.input_shape
-        for layer, shape in zip(self.spec.layers, self.spec.shapes):
-            kind = layer.kind
-            if kind == "conv2d":
-                conv = nnx.Conv(in_shape[0], layer.filters, tuple(layer.kernel),
-                                strides=tuple(layer.stride),
-                                padding=[tuple(p) for p in layer.padding],
-                                use_bias=layer.use_bias, dtype=dt, param_dtype=dt, rngs=rngs)
-                self._map(variables, layer, len(layers))
-                layers.append(conv)
-                layers.extend(_activation(nnx, layer.activation))
-            elif kind == "maxpool2d":
-                layers.append(functools.partial(nnx.max_pool, window_shape=tuple(layer.size),
-                                                strides=tuple(layer.stride), padding="VALID"))
-            elif kind == "flatten":
-                layers.append(_flatten)
-            elif kind == "dense":
-                dense = nnx.Linear(in_shape[0], layer.units, use_bias=layer.use_bias, dtype=dt,
-                                   param_dtype=dt, rngs=rngs)
-                self._map(variables, layer, len(layers))
-                layers.append(dense)
-                layers.extend(_activation(nnx, layer.activation))
-            elif kind == "dropout":
-                if cfg.dropout and layer.rate > 0:
-                    layers.append(nnx.Dropout(layer.rate, rngs=rngs))
-            elif kind == "batchnorm":
-                bn = nnx.BatchNorm(in_shape[0], momentum=1.0 - layer.momentum, epsilon=layer.eps,
-                                   use_fast_variance=False, dtype=dt, param_dtype=dt, rngs=rngs)
-                for field, attr in (("gamma", "scale"), ("beta", "bias"),
-                                    ("running_mean", "mean"), ("running_var", "var")):
-                    variables[layer.name + "." + field] = (len(layers), attr)
-                layers.append(bn)
-            elif kind == "activation":
-                layers.extend(_activation(nnx, layer.function))
-            else:
-                raise Unsupported("layer kind %r" % kind)
-            in_shape = shape
-        return nnx.Sequential(*layers), variables
-
-    @staticmethod
-    def _map(variables, layer, index):
-        variables[layer.name + ".weight"] = (index, "kernel")
-        if layer.use_bias:
-            variables[layer.name + ".bias"] = (index, "bias")
-
-    def _make_optimizer(self):
-        optax, c = self.optax, self.config
-        if c.optimizer == "sgd":
-            return optax.sgd(c.lr)
-        if c.optimizer == "momentum":
-            return optax.sgd(c.lr, momentum=c.momentum)
-        if c.optimizer == "adam":
-            return optax.adam(c.lr, b1=c.beta1, b2=c.beta2, eps=c.eps)
-        return optax.rmsprop(c.lr, decay=c.rho, eps=c.eps, eps_in_sqrt=False)
-
     # -- the pure functions that jax.jit compiles -------------------------------------------------
     def _step(self, state, x, y):
-        """Flax's functional training loop: merge, nnx.value_and_grad, Optimizer.update, split."""
+        """Flax's functional training loop: merge, nnx.value_and_grad, Optimizer.update, the
+        max-norm constraints, split."""
         nnx, optax = self.nnx, self.optax
         model, optimizer = nnx.merge(self.graph_train, state)
 
@@ -173,7 +213,18 @@ class JaxAdapter(Adapter):
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)  # gradients w.r.t. nnx.Param only
         optimizer.update(model, grads)
+        self._apply_max_norms(model)
         return nnx.state((model, optimizer)), loss
+
+    def _apply_max_norms(self, model):
+        """Keras' MaxNorm after the update: w <- w * clip(n, 0, c) / (eps + n), n the L2 norm of
+        each output unit's incoming weights (the last axis of HWIO and (in, out) kernels)."""
+        jnp = self.jnp
+        for index, c in self.max_norms:
+            kernel = model.layers[index].kernel
+            w = kernel.value
+            norms = jnp.sqrt(jnp.sum(w * w, axis=max_norm_axes(w.ndim, True), keepdims=True))
+            kernel.value = w * (jnp.clip(norms, 0, c) / (MAX_NORM_EPS + norms))
 
     def _forward_eval(self, model_state, x):
         return self.nnx.merge(self.graph_eval, model_state)(x)
@@ -188,25 +239,29 @@ class JaxAdapter(Adapter):
     def predict(self, x):
         return np.asarray(self._predict(self.state[0], nchw_to_nhwc(x, self.np_dtype)))
 
+    def _sync_model(self):
+        """The live values live in self.state (the model's own buffers were donated to a step)."""
+        self.nnx.update(self.model, self.state[0])
+
+    def read_param(self, handle):
+        module, attr = handle
+        return np.asarray(getattr(module, attr).value)  # the bindings copy it
+
+    def write_param(self, handle, value):
+        module, attr = handle
+        getattr(module, attr).value = self.jax.device_put(value, self.device)
+
+    def reset_optimizer(self):
+        with self.jax.default_device(self.device):
+            self._split()  # a fresh optimizer state for the model's current weights
+
     def set_weights(self, params):
-        missing = sorted(set(self.variables) - set(params))
-        if missing:
-            raise ValueError("set_weights: missing %s" % ", ".join(missing))
-        nnx, jax = self.nnx, self.jax
-        nnx.update(self.model, self.state[0])
-        for name, (index, attr) in self.variables.items():
-            value = self.layout.to_tf(name, np.asarray(params[name], dtype=self.np_dtype))
-            getattr(self.model.layers[index], attr).value = jax.device_put(value, self.device)
-        with jax.default_device(self.device):
-            self._split()  # a fresh optimizer state for fresh weights
+        self._sync_model()
+        TableAdapter.set_weights(self, params)
 
     def get_weights(self):
-        # the live buffers are donated to the next step: TfLayout.from_tf copies them
-        self.nnx.update(self.model, self.state[0])
-        return OrderedDict(
-            (name, self.layout.from_tf(name, np.asarray(
-                getattr(self.model.layers[index], attr).value)))
-            for name, (index, attr) in self.variables.items())
+        self._sync_model()
+        return TableAdapter.get_weights(self)
 
     def device_peak_bytes(self):
         if self.config.device != "cuda":
@@ -234,6 +289,10 @@ class JaxAdapter(Adapter):
         return info
 
 
+def _index(blocks, module):
+    return next(i for i, block in enumerate(blocks) if block is module)
+
+
 def _device(jax, device):
     if device == "cuda":
         try:
@@ -244,15 +303,3 @@ def _device(jax, device):
                               "the jax env installs the CPU-only jaxlib); run on a GPU machine with "
                               "jax[cuda12] in the jax env, or with --device cpu" % ", ".join(platforms))
     return jax.devices("cpu")[0]
-
-
-def _flatten(x):
-    return x.reshape(x.shape[0], -1)  # (h, w, c) order: TfLayout permutes the next dense kernel
-
-
-def _activation(nnx, function):
-    if function == "relu":
-        return [nnx.relu]
-    if function == "tanh":
-        return [nnx.tanh]
-    return []

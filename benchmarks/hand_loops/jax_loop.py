@@ -83,10 +83,9 @@ def main():
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))  # as the harness's worker does
-    if hasattr(os, "sched_setaffinity"):  # as the adapter does: XLA sizes its pool from it
-        cpus = sorted(os.sched_getaffinity(0))
-        if args.threads < len(cpus):
-            os.sched_setaffinity(0, cpus[:args.threads])
+    from backends.common.setup import pin_cpus  # the repo is on sys.path: common.py put it there
+
+    pin_cpus(args.threads)  # as the adapter does: XLA sizes its pool from the CPU affinity
     import jax
     import numpy as np
     import optax
@@ -97,12 +96,12 @@ def main():
 
     initial = None
     if args.vs_adapter:  # both sides start from the spec's canonical weights, in NHWC-world layout
-        from backends.tf_backend import TfLayout
+        from backends.common.layout import ChannelsLast
         from models.spec import init_weights, load_spec
 
         spec = load_spec("seed_convnet")
-        w, layout = init_weights(spec, 0, "float32"), TfLayout(spec)
-        native = dict((name, layout.to_tf(name, value)) for name, value in w.items())
+        w, layout = init_weights(spec, 0, "float32"), ChannelsLast(spec)
+        native = dict((name, layout.to_native(name, value)) for name, value in w.items())
         initial = dict((layer, {"w": native[layer + ".weight"], "b": native[layer + ".bias"]})
                        for layer in ("conv1", "conv2", "dense1"))
         initial["dense"] = initial.pop("dense1")
