@@ -1,152 +1,204 @@
-"""TensorFlow 2 as written today without Keras' training loop: a `tf.Module` holding `tf.Variable`s,
-the forward pass in `tf.nn` ops, and one `tf.function` training step with a `GradientTape`.
+"""TensorFlow 2 as written today without Keras' training loop: `tf.Variable`s, the forward pass in
+`tf.nn` ops, and one `tf.function` training step with a `GradientTape`.
 
 Backends `tf` (`TfAdapter`: graph mode, TF's own kernels, oneDNN/Eigen on the CPU) and `tf-xla`
 (`TfXlaAdapter`: the same step in `tf.function(jit_compile=True)`, compiled by XLA).
 
-Layout: data NHWC inside, kernels HWIO, dense kernels (in, out). The canonical layout flattens
-(C, H, W) where TF flattens (H, W, C): instead of transposing activations, the rows of the first
-dense kernel after a flatten (and any 1-D batchnorm vectors between the two) are permuted at
-set_weights/get_weights (`TfLayout`, shared with backends/keras_backend.py). 'same' padding in the
-spec is TF's own; explicit padding goes to tf.nn.conv2d as an explicit padding list.
+The forward is functional: each LAYERS function creates (and binds) its layer's tf.Variables and
+returns a block `block(x, training) -> x`; the traced forward composes the blocks.
+
+Layout: data NHWC inside, kernels HWIO, dense kernels (in, out): backends/common/layout.py's
+ChannelsLast (the first dense kernel after a flatten has its rows permuted instead of transposing
+activations). 'same' padding in the spec is TF's own; explicit padding goes to tf.nn.conv2d as an
+explicit padding list.
 
 Semantics kept identical to the suite's (PyTorch's) definitions, written out in TF ops:
-- optimizers: sgd p -= lr*g; momentum v = mu*v + g, p -= lr*v; adam with bias-corrected m and v
-  and eps outside the square root; rmsprop v = rho*v + (1-rho)*g^2, p -= lr*g/(sqrt(v)+eps);
+- optimizers (OPTIMIZERS): sgd p -= lr*g; momentum v = mu*v + g, p -= lr*v; adam with
+  bias-corrected m and v and eps outside the square root; rmsprop v = rho*v + (1-rho)*g^2,
+  p -= lr*g/(sqrt(v)+eps);
+- max-norm: Keras' MaxNorm formula, assigned inside the tf.function step after the update;
 - batchnorm: normalizes with the biased batch variance (tf.nn.moments) and keeps the UNBIASED
   running variance with PyTorch's momentum meaning (exactly the canonical state);
 - loss: mean sparse softmax cross-entropy from logits.
 
-This module imports only NumPy at import time (TfLayout is used by the Keras adapters under the
-jax and torch backends too); TensorFlow is imported in build().
+This module imports only NumPy at import time; TensorFlow is imported in build().
 """
-import os
-from collections import OrderedDict
-
 import numpy as np
 
-from backends.base import Adapter, Unavailable, Unsupported
+from backends.common import tables
+from backends.common.adapter import TableAdapter
+from backends.common.layout import ChannelsLast, max_norm_axes, nchw_to_nhwc
+from backends.common.padding import conv_padding
+from backends.common.walker import walk
+from backends.tf_common import (check_tf_device, set_tf_threads, tf_activations,
+                                tf_device_peak_bytes, tf_environment, tf_gpu_details)
+from models.spec import MAX_NORM_EPS, init_weights
+
+__all__ = ["TfAdapter", "TfXlaAdapter", "TfLayout", "nchw_to_nhwc"]
 
 
-# --- canonical <-> TF layout (NumPy only) -------------------------------------------------------
-
-class TfLayout(object):
-    """Converts canonical parameters to TF's NHWC-world layout and back.
-
-    conv kernels OIHW <-> HWIO; dense kernels are (in, out) in both; the first dense kernel after a
-    flatten of a (C, H, W) map has its rows permuted from (c, h, w) order to (h, w, c) order, and so
-    do the per-feature vectors of any 1-D batchnorm between that flatten and that dense layer.
-    """
-
-    def __init__(self, spec):
-        self.spec = spec
-        self.row_perm = {}  # canonical name -> permutation p: tf_value = canonical_value[p]
-        self.conv = set()
-        perm = None
-        in_shape = spec.input_shape
-        for layer, shape in zip(spec.layers, spec.shapes):
-            if layer.kind == "conv2d":
-                self.conv.add(layer.name + ".weight")
-            elif layer.kind == "flatten" and len(in_shape) == 3:
-                c, h, w = in_shape
-                p = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
-                perm = None if c == 1 else p  # one channel: (c,h,w) and (h,w,c) orders coincide
-            elif layer.kind == "batchnorm" and perm is not None:
-                for field in ("gamma", "beta", "running_mean", "running_var"):
-                    self.row_perm[layer.name + "." + field] = perm
-            elif layer.kind == "dense":
-                if perm is not None:
-                    self.row_perm[layer.name + ".weight"] = perm
-                perm = None
-            in_shape = shape
-
-    def to_tf(self, name, value):
-        value = np.asarray(value)
-        if name in self.conv:
-            return np.ascontiguousarray(value.transpose(2, 3, 1, 0))
-        if name in self.row_perm:
-            return np.ascontiguousarray(value[self.row_perm[name]])
-        return value
-
-    def from_tf(self, name, value):
-        """A fresh C-contiguous array the caller owns (never a view of a framework buffer)."""
-        value = np.asarray(value)
-        if name in self.conv:
-            return np.array(value.transpose(3, 2, 0, 1), order="C", copy=True)
-        if name in self.row_perm:
-            out = np.empty_like(value)
-            out[self.row_perm[name]] = value
-            return out
-        return np.array(value, order="C", copy=True)
+class TfLayout(ChannelsLast):
+    """ChannelsLast under its old method names, for backends/jax_backend.py and
+    benchmarks/hand_loops/jax_loop.py (which still call to_tf / from_tf)."""
+    to_tf = ChannelsLast.to_native
+    from_tf = ChannelsLast.from_native
 
 
-def nchw_to_nhwc(x, dtype):
-    """Canonical NCHW batch -> contiguous NHWC (a free reshape when C == 1)."""
-    x = np.asarray(x, dtype=dtype)
-    if x.ndim == 4:
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    return x
+# --- the spec, layer by layer: tf.Variables and blocks(x, training) -----------------------------
+
+def _variable(a, name, trainable=True):
+    """A tf.Variable holding canonical parameter `name`'s initial value in the native layout."""
+    value = a.layout.to_native(name, a.initial[name])
+    var = a.tf.Variable(value, trainable=trainable, name=name.replace(".", "_"))
+    a.bindings.bind(name, var, a.layout.layout(name))
+    return var
 
 
-def set_tf_threads(tf, threads):
-    """intra- and inter-op pools of TF; must run before TF executes its first op."""
-    if not threads:
+def _kernel(a, layer):
+    """The layer's kernel (max-norm constrained if the spec says so) and bias (or None)."""
+    kernel = _variable(a, layer.name + ".weight")
+    if layer.max_norm is not None:
+        a.max_norms.append((kernel, layer.max_norm, max_norm_axes(len(kernel.shape), True)))
+    return kernel, _variable(a, layer.name + ".bias") if layer.use_bias else None
+
+
+def _with_bias_and_activation(a, op, bias, function):
+    tf, act = a.tf, tables.activation(a, function)
+
+    def block(x, training):
+        x = op(x)
+        if bias is not None:
+            x = tf.nn.bias_add(x, bias)
+        return x if act is None else act(x)
+    return block
+
+
+def _conv2d(a, step):
+    layer, tf = step.layer, a.tf
+    kernel, bias = _kernel(a, layer)
+    pad = conv_padding(layer)
+    padding = {"same": "SAME", "valid": "VALID"}.get(pad.mode)
+    if padding is None:
+        (pt, pb), (pl, pr) = pad.pads
+        padding = [[0, 0], [pt, pb], [pl, pr], [0, 0]]
+    strides = [1] + list(layer.stride) + [1]
+    return _with_bias_and_activation(
+        a, lambda x: tf.nn.conv2d(x, kernel, strides=strides, padding=padding), bias,
+        layer.activation)
+
+
+def _dense(a, step):
+    kernel, bias = _kernel(a, step.layer)
+    return _with_bias_and_activation(a, lambda x: a.tf.matmul(x, kernel), bias,
+                                     step.layer.activation)
+
+
+def _pool(op):
+    def build(a, step):
+        ksize, strides = list(step.layer.size), list(step.layer.stride)
+        return lambda x, training: op(a.tf)(x, ksize=ksize, strides=strides, padding="VALID")
+    return build
+
+
+def _flatten(a, step):
+    units = int(np.prod(step.out_shape))
+    return lambda x, training: a.tf.reshape(x, [-1, units])
+
+
+def _dropout(a, step):
+    rate = step.layer.rate
+    if not (a.config.dropout and rate > 0):
         return None
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError as exc:  # the runtime already started in this process
-        return "could not set TF threads (%s)" % exc
-    return None
+    return lambda x, training: a.tf.nn.dropout(x, rate=rate) if training else x
 
 
-def tf_environment(tf):
-    info = {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)")}
-    try:
-        build = tf.sysconfig.get_build_info()
-        info["tf_build"] = {k: build[k] for k in ("is_cuda_build", "is_rocm_build") if k in build}
-    except Exception:  # pragma: no cover - informational only
-        pass
-    return info
+def _batchnorm(a, step):
+    tf, layer = a.tf, step.layer
+    gamma, beta = _variable(a, layer.name + ".gamma"), _variable(a, layer.name + ".beta")
+    rm = _variable(a, layer.name + ".running_mean", trainable=False)
+    rv = _variable(a, layer.name + ".running_var", trainable=False)
+    m = layer.momentum
+
+    def block(x, training):
+        if training:
+            mean, var = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))  # biased: normalizes
+            count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+            rm.assign((1 - m) * rm + m * mean)
+            # the running variance is unbiased (PyTorch's rule, the canonical state)
+            rv.assign((1 - m) * rv + m * var * count / tf.maximum(count - 1, 1))
+        else:
+            mean, var = rm, rv
+        return tf.nn.batch_normalization(x, mean, var, beta, gamma, layer.eps)
+    return block
 
 
-def check_tf_device(tf, device):
-    if device == "cuda":
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            raise Unavailable("no CUDA device: tf.config.list_physical_devices('GPU') is empty "
-                              "(TensorFlow %s; the tf env installs the CPU-only tensorflow-cpu "
-                              "wheel); run on a GPU machine with tensorflow[and-cuda], or with "
-                              "--device cpu" % tf.__version__)
-        return "/GPU:0"
-    return "/CPU:0"
+def _activation(a, step):
+    act = tables.activation(a, step.layer.function)
+    return None if act is None else (lambda x, training: act(x))
 
 
-def tf_device_peak_bytes(tf, tf_device):
-    """Peak bytes of TF's allocator on the GPU (None on the CPU)."""
-    if not tf_device.startswith("/GPU"):
-        return None
-    return int(tf.config.experimental.get_memory_info(tf_device.lstrip("/"))["peak"])
+# --- the suite's optimizer formulas (docs/results-schema.md#optimizers) in TF ops ---------------
+# Each returns (slot names, apply(t, [(param, grad, slots)])), t the 1-based step count.
+
+def _sgd(a):
+    lr = a.config.lr
+
+    def apply(t, updates):
+        for p, g, _ in updates:
+            p.assign_sub(lr * g)
+    return (), apply
 
 
-def tf_gpu_details(tf, tf_device):
-    """GPU name and compute capability as TF reports them ({} on the CPU)."""
-    if not tf_device.startswith("/GPU"):
-        return {}
-    gpus = tf.config.list_physical_devices("GPU")
-    details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
-    return {"gpu_name": details.get("device_name", ""),
-            "compute_capability": details.get("compute_capability")}
+def _momentum(a):
+    lr, mu = a.config.lr, a.config.momentum
+
+    def apply(t, updates):
+        for p, g, (v,) in updates:
+            p.assign_sub(lr * v.assign(v * mu + g))
+    return ("v",), apply
+
+
+def _adam(a):
+    tf, c = a.tf, a.config
+
+    def apply(t, updates):
+        tt = tf.cast(t, tf.float64)
+        bc1 = tf.cast(1 - tf.pow(tf.constant(c.beta1, tf.float64), tt), a.dtype)
+        bc2 = tf.cast(1 - tf.pow(tf.constant(c.beta2, tf.float64), tt), a.dtype)
+        for p, g, (m, v) in updates:
+            m = m.assign(c.beta1 * m + (1 - c.beta1) * g)
+            v = v.assign(c.beta2 * v + (1 - c.beta2) * g * g)
+            p.assign_sub(c.lr * (m / bc1) / (tf.sqrt(v / bc2) + c.eps))
+    return ("m", "v"), apply
+
+
+def _rmsprop(a):
+    tf, c = a.tf, a.config
+
+    def apply(t, updates):
+        for p, g, (v,) in updates:
+            v = v.assign(c.rho * v + (1 - c.rho) * g * g)
+            p.assign_sub(c.lr * g / (tf.sqrt(v) + c.eps))
+    return ("v",), apply
 
 
 # --- the adapter --------------------------------------------------------------------------------
 
-class TfAdapter(Adapter):
+class TfAdapter(TableAdapter):
     name = "tf"
     framework = "tensorflow"
     jit_compile = False
+    LAYERS = {
+        "conv2d": _conv2d,
+        "maxpool2d": _pool(lambda tf: tf.nn.max_pool2d),
+        "avgpool2d": _pool(lambda tf: tf.nn.avg_pool2d),
+        "flatten": _flatten,
+        "dense": _dense,
+        "dropout": _dropout,
+        "batchnorm": _batchnorm,
+        "activation": _activation,
+    }
+    OPTIMIZERS = {"sgd": _sgd, "momentum": _momentum, "adam": _adam, "rmsprop": _rmsprop}
 
     def build(self):
         import tensorflow as tf
@@ -155,26 +207,28 @@ class TfAdapter(Adapter):
         cfg = self.config
         self.thread_note = set_tf_threads(tf, cfg.threads)
         self.tf_device = check_tf_device(tf, cfg.device)
-        if cfg.optimizer not in ("sgd", "momentum", "adam", "rmsprop"):
-            raise Unsupported("optimizer %r" % cfg.optimizer)
+        self.ACTIVATIONS = tf_activations(tf)
+        slot_names, self._apply = tables.optimizer(self)  # Unsupported before any variable
         self.np_dtype = np.dtype(cfg.dtype)
         self.dtype = tf.as_dtype(cfg.dtype)
         tf.random.set_seed(cfg.seed)  # dropout masks (not shared with other backends)
-        self.layout = TfLayout(self.spec)
+        self.layout = ChannelsLast(self.spec)
+        self.initial = init_weights(self.spec, seed=cfg.seed, dtype=cfg.dtype)
 
-        spec = self.spec
-        init = _initial(spec, cfg)
-        self.vars = OrderedDict()
+        self.new_bindings()
+        self.max_norms = []  # (kernel, c, axes): constrained after every update
+        params = self.spec.params()
         with tf.device(self.tf_device):
-            for name, info in spec.params().items():
-                value = self.layout.to_tf(name, init[name])
-                self.vars[name] = tf.Variable(value, trainable=info.trainable,
-                                              name=name.replace(".", "_"))
-            self.trainable = [(n, v) for n, v in self.vars.items() if spec.params()[n].trainable]
-            self.slots = self._make_slots()
+            self.blocks = walk(self)
+            self.trainable = [handle for name, (handle, _) in self.bindings.table.items()
+                              if params[name].trainable]
+            self.slots = [tuple(tf.Variable(tf.zeros_like(v), trainable=False) for _ in slot_names)
+                          for v in self.trainable]
             self.step_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.bindings.check(params)
+        del self.initial
 
-        c, h, w = spec.input_shape
+        c, h, w = self.spec.input_shape
         x_spec = tf.TensorSpec([None, h, w, c], self.dtype)
         y_spec = tf.TensorSpec([None], tf.int64)
         self._train = tf.function(self._train_step, input_signature=[x_spec, y_spec],
@@ -182,105 +236,23 @@ class TfAdapter(Adapter):
         self._predict = tf.function(lambda x: self._forward(x, False), input_signature=[x_spec],
                                     jit_compile=self.jit_compile)
 
-    def _make_slots(self):
-        tf, opt = self.tf, self.config.optimizer
-        names = {"sgd": (), "momentum": ("v",), "adam": ("m", "v"), "rmsprop": ("v",)}[opt]
-        return OrderedDict(
-            (n, tuple(tf.Variable(tf.zeros_like(v), trainable=False) for _ in names))
-            for n, v in self.trainable)
-
-    # -- the network in tf.nn ops ----------------------------------------------------------------
     def _forward(self, x, training):
-        tf, cfg, v = self.tf, self.config, self.vars
-        in_shape = self.spec.input_shape
-        for layer, shape in zip(self.spec.layers, self.spec.shapes):
-            kind = layer.kind
-            if kind == "conv2d":
-                if layer.padding_mode == "same":
-                    pad = "SAME"
-                elif layer.padding_mode == "valid":
-                    pad = "VALID"
-                else:
-                    (pt, pb), (pl, pr) = layer.padding
-                    pad = [[0, 0], [pt, pb], [pl, pr], [0, 0]]
-                x = tf.nn.conv2d(x, v[layer.name + ".weight"], strides=[1] + list(layer.stride) + [1],
-                                 padding=pad)
-                if layer.use_bias:
-                    x = tf.nn.bias_add(x, v[layer.name + ".bias"])
-                x = tf_activate(tf, x, layer.activation)
-            elif kind == "maxpool2d":
-                x = tf.nn.max_pool2d(x, ksize=list(layer.size), strides=list(layer.stride),
-                                     padding="VALID")
-            elif kind == "flatten":
-                x = tf.reshape(x, [-1, int(np.prod(shape))])
-            elif kind == "dense":
-                x = tf.matmul(x, v[layer.name + ".weight"])
-                if layer.use_bias:
-                    x = tf.nn.bias_add(x, v[layer.name + ".bias"])
-                x = tf_activate(tf, x, layer.activation)
-            elif kind == "dropout":
-                if training and cfg.dropout and layer.rate > 0:
-                    x = tf.nn.dropout(x, rate=layer.rate)
-            elif kind == "batchnorm":
-                x = self._batchnorm(x, layer, training)
-            elif kind == "activation":
-                x = tf_activate(tf, x, layer.function)
-            else:
-                raise Unsupported("layer kind %r" % kind)
-            in_shape = shape
+        for block in self.blocks:
+            x = block(x, training)
         return x
 
-    def _batchnorm(self, x, layer, training):
-        tf, v = self.tf, self.vars
-        n = layer.name
-        gamma, beta = v[n + ".gamma"], v[n + ".beta"]
-        rm, rv = v[n + ".running_mean"], v[n + ".running_var"]
-        if training:
-            axes = list(range(len(x.shape) - 1))
-            mean, var = tf.nn.moments(x, axes=axes)  # biased batch variance: normalizes
-            count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
-            m = layer.momentum
-            rm.assign((1 - m) * rm + m * mean)
-            # the running variance is unbiased (PyTorch's rule, the canonical state)
-            rv.assign((1 - m) * rv + m * var * count / tf.maximum(count - 1, 1))
-        else:
-            mean, var = rm, rv
-        return tf.nn.batch_normalization(x, mean, var, beta, gamma, layer.eps)
-
-    # -- training --------------------------------------------------------------------------------
     def _train_step(self, x, y):
         tf = self.tf
-        variables = [v for _, v in self.trainable]
         with tf.GradientTape() as tape:
             logits = self._forward(x, True)
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        grads = tape.gradient(loss, variables)
-        self._apply(grads)
+        grads = tape.gradient(loss, self.trainable)
+        self._apply(self.step_count.assign_add(1), list(zip(self.trainable, grads, self.slots)))
+        for w, c, axes in self.max_norms:  # Keras' MaxNorm, after the update
+            norms = tf.sqrt(tf.reduce_sum(w * w, axis=axes, keepdims=True))
+            w.assign(w * (tf.clip_by_value(norms, 0, c) / (MAX_NORM_EPS + norms)))
         return loss
-
-    def _apply(self, grads):
-        """The suite's optimizer formulas (docs/results-schema.md#optimizers), in TF ops."""
-        tf, c = self.tf, self.config
-        t = self.step_count.assign_add(1)
-        if c.optimizer == "adam":
-            tt = tf.cast(t, tf.float64)
-            bc1 = tf.cast(1 - tf.pow(tf.constant(c.beta1, tf.float64), tt), self.dtype)
-            bc2 = tf.cast(1 - tf.pow(tf.constant(c.beta2, tf.float64), tt), self.dtype)
-        for (name, p), g in zip(self.trainable, grads):
-            slots = self.slots[name]
-            if c.optimizer == "sgd":
-                p.assign_sub(c.lr * g)
-            elif c.optimizer == "momentum":
-                v = slots[0].assign(slots[0] * c.momentum + g)
-                p.assign_sub(c.lr * v)
-            elif c.optimizer == "adam":
-                m = slots[0].assign(c.beta1 * slots[0] + (1 - c.beta1) * g)
-                v = slots[1].assign(c.beta2 * slots[1] + (1 - c.beta2) * g * g)
-                p.assign_sub(c.lr * (m / bc1) / (tf.sqrt(v / bc2) + c.eps))
-            else:  # rmsprop
-                v = slots[0].assign(c.rho * slots[0] + (1 - c.rho) * g * g)
-                p.assign_sub(c.lr * g / (tf.sqrt(v) + c.eps))
 
     def train_step(self, x, y):
         x = nchw_to_nhwc(x, self.np_dtype)
@@ -293,22 +265,18 @@ class TfAdapter(Adapter):
         with self.tf.device(self.tf_device):
             return self._predict(nchw_to_nhwc(x, self.np_dtype)).numpy()
 
-    # -- weights ---------------------------------------------------------------------------------
-    def set_weights(self, params):
-        missing = sorted(set(self.vars) - set(params))
-        if missing:
-            raise ValueError("set_weights: missing %s" % ", ".join(missing))
-        for name, var in self.vars.items():
-            var.assign(self.layout.to_tf(name, np.asarray(params[name], dtype=self.np_dtype)))
-        # fresh optimizer state for fresh weights
-        for slots in self.slots.values():
+    # -- weights and optimizer state -------------------------------------------------------------
+    def read_param(self, handle):
+        return handle.numpy()
+
+    def write_param(self, handle, value):
+        handle.assign(value)
+
+    def reset_optimizer(self):
+        for slots in self.slots:
             for s in slots:
                 s.assign(self.tf.zeros_like(s))
         self.step_count.assign(0)
-
-    def get_weights(self):
-        return OrderedDict((name, self.layout.from_tf(name, var.numpy()))
-                           for name, var in self.vars.items())
 
     def device_peak_bytes(self):
         return tf_device_peak_bytes(self.tf, self.tf_device)
@@ -330,17 +298,3 @@ class TfXlaAdapter(TfAdapter):
     """`tf` compiled with XLA: tf.function(jit_compile=True)."""
     name = "tf-xla"
     jit_compile = True
-
-
-def tf_activate(tf, x, function):
-    """The spec's activation in tf ops (also used by benchmarks/bench_layers.py)."""
-    if function == "relu":
-        return tf.nn.relu(x)
-    if function == "tanh":
-        return tf.tanh(x)
-    return x
-
-
-def _initial(spec, cfg):
-    from models.spec import init_weights
-    return init_weights(spec, seed=cfg.seed, dtype=cfg.dtype)

@@ -314,7 +314,7 @@ class TfLayer(object):
         self.version = tf.__version__
 
     def _layer_fn(self, layer):
-        from backends.tf_backend import tf_activate
+        from backends.tf_common import tf_activate
 
         tf = self.tf
         v = self.vars
