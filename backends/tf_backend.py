@@ -34,15 +34,6 @@ from backends.tf_common import (check_tf_device, set_tf_threads, tf_activations,
                                 tf_device_peak_bytes, tf_environment, tf_gpu_details)
 from models.spec import MAX_NORM_EPS, init_weights
 
-__all__ = ["TfAdapter", "TfXlaAdapter", "TfLayout", "nchw_to_nhwc"]
-
-
-class TfLayout(ChannelsLast):
-    """ChannelsLast under its old method names, for backends/jax_backend.py and
-    benchmarks/hand_loops/jax_loop.py (which still call to_tf / from_tf)."""
-    to_tf = ChannelsLast.to_native
-    from_tf = ChannelsLast.from_native
-
 
 # --- the spec, layer by layer: tf.Variables and blocks(x, training) -----------------------------
 
