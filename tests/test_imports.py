@@ -10,12 +10,13 @@ import pytest
 
 from bench.paths import REPO
 
-PACKAGES = ("bench", "backends", "models")
+PACKAGES = ("bench", "bench.commands", "backends", "models")
 FRAMEWORKS = ("torch", "tensorflow", "jax", "jaxlib", "flax", "optax", "cntk", "keras")
 # the modules the parent process (CLI, report, executors) imports: none may pull in a framework
-LIGHT = sorted(["bench"] + ["bench." + os.path.basename(p)[:-3]
-                            for p in glob.glob(os.path.join(REPO, "bench", "*.py"))
-                            if os.path.basename(p) not in ("__init__.py", "__main__.py")]
+LIGHT = sorted(["bench", "bench.commands"]
+               + [package + "." + os.path.basename(p)[:-3] for package in ("bench", "bench.commands")
+                  for p in glob.glob(os.path.join(REPO, *package.split("."), "*.py"))
+                  if os.path.basename(p) not in ("__init__.py", "__main__.py")]
                + ["backends.base", "backends.registry", "models.spec"])
 
 
@@ -42,7 +43,7 @@ def _repo_modules():
     """{dotted name: file} of every module of the repo's own packages."""
     found = {}
     for package in PACKAGES:
-        for path in glob.glob(os.path.join(REPO, package, "*.py")):
+        for path in glob.glob(os.path.join(REPO, *package.split("."), "*.py")):
             name = os.path.basename(path)[:-3]
             found[package if name == "__init__" else package + "." + name] = path
     return found
@@ -118,6 +119,7 @@ def test_the_repo_packages_import_each_other_without_cycles():
     # the graph is real: a top-level and a function-level import of known modules are in it
     assert "bench.results" in graph["bench.schema"]
     assert "bench.ray_executor" in graph["bench.sweep"]
+    assert "bench.commands" in graph["bench.cli"] and "bench.plan" in graph["bench.commands.run"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: %s" % " -> ".join(cycle)
 

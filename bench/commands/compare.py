@@ -1,0 +1,28 @@
+"""`convbench compare`: two runs side by side (bench/compare.py); exit 1 on a significant
+regression."""
+from bench.cli_types import UsageError, add_results_option, positive_float
+
+
+def setup_arguments(subparsers):
+    p = subparsers.add_parser("compare", help="compare two runs: step time (Mann-Whitney U), accuracy, "
+                                              "memory; exit 1 on a significant regression")
+    p.add_argument("a", metavar="A", help="baseline: a results file, or a session/run id in --results")
+    p.add_argument("b", metavar="B", help="candidate: a results file, or a session/run id in --results")
+    add_results_option(p)
+    p.add_argument("--threshold", type=positive_float, default=1.10,
+                   help="a slowdown ratio B/A past which a significant change is marked "
+                        "(default: %(default)s, i.e. 10%% slower; improvement below 1/threshold)")
+    p.add_argument("--alpha", type=positive_float, default=0.05,
+                   help="significance level of the Mann-Whitney U test (default: %(default)s)")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def run_from_args(args):
+    from bench import compare  # numpy and pandas: only when comparing
+
+    try:
+        return compare.run(args)
+    except compare.CompareError as exc:
+        raise UsageError(str(exc))

@@ -1,0 +1,24 @@
+"""`convbench report`: regenerate results/report.{md,html} from the records."""
+import os
+
+from bench.cli_types import UsageError, add_results_option
+
+
+def setup_arguments(subparsers):
+    p = subparsers.add_parser("report", help="regenerate results/report.{md,html} from the records")
+    add_results_option(p)
+    p.add_argument("--out", default=None, help="output directory (default: beside the results)")
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def run_from_args(args):
+    from bench.report import write_report
+
+    if not os.path.exists(args.results):
+        raise UsageError("no results file %s; run `convbench run` first or pass --results FILE"
+                         % args.results)
+    paths = write_report(args.results, args.out)
+    print("report: %s" % paths["html"])
+    print("        %s" % paths["md"])
+    return 0

@@ -1,0 +1,63 @@
+"""`convbench sweep`: a job matrix of backends x models x batch sizes x threads x repeats,
+locally or on a Ray cluster; then the report."""
+import os
+import sys
+
+from backends.base import TrainConfig
+from bench.cli_types import (DEFAULT_MODEL, UsageError, add_config_options, add_matrix_options,
+                             add_report_options, add_results_option, int_list)
+from bench.commands.run import check_data, finish, matrix_note, run_matrix
+from bench.context import usable_cpus
+from bench.plan import backends_from_arg, config_from_args
+
+
+def setup_arguments(subparsers):
+    p = subparsers.add_parser("sweep", help="a job matrix: backends x models x batch sizes x threads x "
+                                            "repeats, locally or on a Ray cluster; then the report",
+                              conflict_handler="resolve")  # list-valued --model/--batch-size/--threads
+    add_config_options(p)
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="comma-separated models (names or spec paths; default: %(default)s)")
+    p.add_argument("--batch-size", type=int_list(1), default=None, metavar="B[,B...]",
+                   help="comma-separated batch sizes (default: each model's, else %d)"
+                        % TrainConfig().batch_size)
+    p.add_argument("--threads", type=int_list(0), default=[0], metavar="T[,T...]",
+                   help="comma-separated thread budgets (default 0: all cores of the machine)")
+    add_results_option(p)
+    add_report_options(p)
+    add_matrix_options(p)
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def run_from_args(args):
+    from bench import inject
+    from bench.sweep import expand
+    from models.spec import load_spec
+
+    backends = backends_from_arg(args.backend)
+    inject.parse(os.environ.get(inject.ENV_VAR))  # a malformed fault spec fails before any worker
+    names = [n.strip() for n in args.model.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--model is empty; give one or more models (see `convbench list`)")
+    specs = [load_spec(n) for n in names]
+    configs = dict((s.spec_hash, config_from_args(args, s)) for s in specs)
+    batch_sizes = args.batch_size or sorted(set(c.batch_size for c in configs.values()))
+    data_dir = None
+    for config in configs.values():
+        data_dir = check_data(args, args.batch_size or [config.batch_size], config)
+    threads = [t or usable_cpus() for t in args.threads] if args.executor == "local" \
+        else list(args.threads)
+    jobs = expand(backends, specs, lambda spec: configs[spec.spec_hash], batch_sizes=args.batch_size,
+                  threads=threads, repeat=args.repeat,
+                  sweep_axes={"batch_size": batch_sizes, "threads": threads})
+    print("convbench: sweep of %d job(s): %s x %s x batch %s x threads %s x %d repeat(s)%s, "
+          "results -> %s" % (len(jobs), ",".join(b.name for b in backends), ",".join(names),
+                             ",".join(map(str, batch_sizes)),
+                             ",".join(str(t or "all") for t in threads),
+                             args.repeat, matrix_note(args, repeats=False),
+                             args.results), file=sys.stderr)
+    records = run_matrix(args, jobs, data_dir)
+    if records is None:
+        return 130
+    return finish(args, records, "job(s)")

@@ -1,0 +1,33 @@
+"""One line per record on the console, as a run or sweep finishes each job."""
+
+
+def record_label(record):
+    """The backend, plus the matrix cell for sweep and repeat records (batch, threads, repeat)."""
+    label = record["backend"]
+    if record.get("sweep"):
+        label += " %s b%d t%d" % (record["model"], record["config"]["batch_size"], record["threads"])
+    if record.get("repeat"):
+        label += " r%d/%d" % (record["repeat"]["index"] + 1, record["repeat"]["of"])
+    if (record.get("executor") or {}).get("kind") == "ray":
+        label += " @%s" % record["executor"].get("hostname")
+    return label
+
+
+def one_line(record):
+    """The record's outcome: status, accuracy, step time, throughput and memory, or the reason."""
+    s = record.get("summary") or {}
+    if record["status"] != "ok":
+        return "  %-14s %s: %s" % (record_label(record), record["status"].upper(), record["reason"])
+    line = "  %-14s ok  test acc %s  median step %s ms  %s img/s  peak RSS %s MB" % (
+        record_label(record), num(s.get("test_accuracy"), "%.4f"),
+        num(s.get("median_step_ms"), "%.2f"), num(s.get("images_per_s"), "%.0f"),
+        num(s.get("peak_rss_mb"), "%.0f"))
+    if s.get("median_step_ms") is None:
+        timing = record.get("timing") or {}
+        line += "  (no step timed past the first and the %s warm-up steps: train longer)" % (
+            timing.get("warmup_steps", "?"))
+    return line
+
+
+def num(value, fmt):
+    return "n/a" if value is None else fmt % value

@@ -1,0 +1,79 @@
+"""The run's configuration precedence (bench/plan.py): a flag wins over the model's [training]
+table, which wins over the suite's defaults; against the real specs in models/."""
+import pytest
+
+from backends.base import TrainConfig
+from bench.cli import build_parser
+from bench.cli_types import UsageError
+from bench.context import usable_cpus
+from bench.plan import TRAINING_OPTIONS, backends_from_arg, config_from_args
+from models.spec import load_spec
+
+SUITE = TrainConfig()
+
+
+def _args(*flags):
+    """The namespace `convbench run` parses from these flags, with every real default."""
+    return build_parser().parse_args(["run"] + list(flags))
+
+
+def _training(config):
+    return {k: getattr(config, k) for k in TRAINING_OPTIONS}
+
+
+def test_the_suite_defaults_apply_when_neither_flag_nor_model_sets_one():
+    spec = load_spec("seed_convnet")
+    assert spec.training == ()
+    assert _training(config_from_args(_args(), spec)) == _training(SUITE)
+    assert _training(config_from_args(_args(), None)) == _training(SUITE)
+
+
+def test_the_models_training_table_beats_the_suite_defaults():
+    spec = load_spec("cntk_103d")
+    assert dict(spec.training) == {"batch_size": 64, "lr": 0.03}
+    config = config_from_args(_args(), spec)
+    assert (config.batch_size, config.lr) == (64, 0.03)
+    # what the model leaves out stays the suite's
+    assert (config.optimizer, config.momentum, config.epochs) == (
+        SUITE.optimizer, SUITE.momentum, SUITE.epochs)
+
+
+def test_a_flag_beats_the_models_training_table():
+    spec = load_spec("cntk_103d")
+    config = config_from_args(_args("--batch-size", "32", "--lr", "0.5"), spec)
+    assert (config.batch_size, config.lr) == (32, 0.5)
+
+
+@pytest.mark.parametrize("option,model_value,flag,flag_value", [
+    ("optimizer", "adam", "--optimizer", "rmsprop"),
+    ("momentum", 0.5, "--momentum", "0.25"),
+    ("epochs", 3, "--epochs", "2"),
+    ("lr", 0.01, "--lr", "0.2"),
+    ("batch_size", 16, "--batch-size", "256"),
+])
+def test_each_training_option_is_flag_then_model_then_suite(option, model_value, flag, flag_value):
+    # a real spec with this option in its [training] table (as a .toml would give it)
+    spec = load_spec("cntk_103d")
+    spec = spec._replace(training=tuple(sorted(dict(spec.training, **{option: model_value}).items())))
+    assert getattr(config_from_args(_args(), load_spec("seed_convnet")), option) == getattr(SUITE, option)
+    assert getattr(config_from_args(_args(), spec), option) == model_value
+    parsed = getattr(_args(flag, flag_value), option)
+    assert getattr(config_from_args(_args(flag, flag_value), spec), option) == parsed != model_value
+
+
+def test_the_other_flags_pass_through_and_threads_0_means_every_usable_cpu():
+    spec = load_spec("cntk_103d")
+    config = config_from_args(_args("--seed", "7", "--limit-train", "512", "--limit-test", "100",
+                                    "--warmup-steps", "2", "--mode", "epoch"), spec)
+    assert (config.seed, config.limit_train, config.limit_test, config.warmup_steps, config.mode) == (
+        7, 512, 100, 2, "epoch")
+    assert config.threads == usable_cpus()
+    assert config_from_args(_args("--threads", "3"), spec).threads == 3
+
+
+def test_backends_from_arg_keeps_the_order_and_names_the_fix():
+    assert [b.name for b in backends_from_arg(" torch, numpy ,")] == ["torch", "numpy"]
+    with pytest.raises(UsageError, match="--backend is empty; give one or more of: .*numpy"):
+        backends_from_arg(" , ")
+    with pytest.raises(UsageError, match="see `convbench list`"):
+        backends_from_arg("numpy,nope")
