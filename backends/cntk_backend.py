@@ -27,10 +27,9 @@ that MKL cannot do them and uses its GEMM convolution engine. Pooling is `pad=Fa
 Max-norm. CNTK's Layers library has no kernel constraint, so after each train_minibatch one CNTK
 function of `C.assign`s (built once) rescales every constrained `W` in place with Keras' formula,
 w * clip(n, 0, c) / (1e-7 + n), n reduced over every axis of CNTK's `W` but the output unit's (conv
-(O, I, kh, kw): axes 1, 2, 3; Dense (in..., units): all but the last). Exact (1e-16 in float64);
-nothing leaves CNTK's memory (with cntk-gpu it stays on the device). Cost: one extra graph
-evaluation per step; for maxnorm_cnn (float32, batch 128, 2 threads, on a loaded 2-core machine)
-about 8% of train_minibatch; a NumPy round trip through `.value` (adapter.max_norm_numpy) took half.
+(O, I, kh, kw): axes 1, 2, 3; Dense (in..., units): all but the last). Exact; nothing leaves CNTK's
+memory. Cost: one more graph evaluation per step, about 8% of a maxnorm_cnn float32 step (a NumPy
+round trip through `.value` took half that, on a loaded machine).
 
 Learning rate and optimizers: backends/cntk_learners.py (the OPTIMIZERS table).
 
@@ -285,12 +284,15 @@ class CntkAdapter(TableAdapter):
 
     def _max_norm_op(self):
         """One CNTK function assigning Keras' MaxNorm to every constrained W (or None)."""
-        C = self.C
+        C, dt = self.C, self.np_dtype
+        # in the run's dtype: Python floats become float32 constants (c off by ~4e-9 in float64)
+        zero, eps = C.constant(np.asarray(0.0, dt)), C.constant(np.asarray(MAX_NORM_EPS, dt))
         assigns = []
         for block, c, axes in self.max_norms:
             w = block.W
             norms = C.sqrt(C.reduce_sum(w * w, axis=axes))
-            assigns.append(C.assign(w, w * (C.clip(norms, 0.0, c) / (MAX_NORM_EPS + norms))))
+            bound = C.constant(np.asarray(c, dt))
+            assigns.append(C.assign(w, w * (C.clip(norms, zero, bound) / (eps + norms))))
         return C.combine(assigns) if assigns else None
 
     # -- TableAdapter hooks --------------------------------------------------------------------
