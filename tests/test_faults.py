@@ -105,9 +105,10 @@ def baseline(tmp_path_factory):
 WORKER_FAULTS = [
     ("worker SIGKILLed mid-epoch", "numpy:kill_at_step=3", "numpy,torch", [], "numpy", "failed",
      ["killed by SIGKILL"]),
-    # the hanging one is torch: the healthy numpy needs a second or two of the same --timeout
-    ("worker hangs past --timeout", "torch:hang_at_step=3", "torch,numpy", ["--timeout", "15"],
-     "torch", "timeout", ["no result after 15 s", "--timeout"]),
+    # the hanging one is torch: the healthy numpy needs a second or two of the same --timeout, and
+    # torch must get to step 3 first (its import alone can take 15 s on a loaded machine)
+    ("worker hangs past --timeout", "torch:hang_at_step=3", "torch,numpy", ["--timeout", "40"],
+     "torch", "timeout", ["no result after 40 s", "--timeout"]),
     ("worker exceeds --memory-limit-mb", "numpy:alloc_mb_at_step=3:3000", "numpy,torch",
      ["--memory-limit-mb", "2000"], "numpy", "failed",
      ["exceeded the memory limit of 2000 MB", "--memory-limit-mb", "MemoryError"]),
