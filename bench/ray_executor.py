@@ -1,11 +1,9 @@
 """The `ray` executor: each job of a sweep is a Ray task on a node of a Ray cluster (docs/ray.md).
 
-On the node, the task does exactly what `convbench run` does for one backend on this machine: the
-backend's environment is found or built (bench/envs.ensure_env, on first use), a fresh worker
-process runs the job (bench/runner.run_worker), and the outcome becomes a record
-(bench/session.build_record) with the node's own context: its machine fingerprint and a matmul
-peak measured there with the job's thread budget. The record goes back to the driver as the task's
-result; the driver (this process) is the only writer of the results file.
+On the node, the task does what `convbench run` does for one backend here (env found or built, a
+fresh worker, bench/session.build_record) with the node's own context: its machine fingerprint and
+a matmul peak measured there with the job's thread budget. The record goes back to the driver as
+the task's result; the driver (this process) is the only writer of the results file.
 
 One job per machine: the driver keeps at most one job in flight per node, and each job's task asks
 for every CPU of its node (a CUDA job: one GPU and the node's CPUs divided by its GPUs), so Ray
