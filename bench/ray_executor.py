@@ -15,8 +15,7 @@ becomes a `failed` record written by the driver, so no job is ever lost or writt
 any job, and again inside each task, the node's code version (git commit + dirty flag, and the
 spec hash it computes) is compared with the driver's: a mismatch stops the sweep with one line.
 
-Ray is imported only here, lazily: `--executor ray` without Ray installed is a one-line error
-naming `pip install 'convbench[ray]'`.
+Ray is imported only here, lazily (without it, `--executor ray` is a one-line error naming the extra).
 """
 import collections
 import contextlib
