@@ -6,8 +6,7 @@ a matmul peak measured there with the job's thread budget. The record goes back 
 the task's result; the driver (this process) is the only writer of the results file.
 
 One job per machine: the driver keeps at most one job in flight per node, and each job's task asks
-for every CPU of its node (a CUDA job: one GPU and the node's CPUs divided by its GPUs), so Ray
-never places two benchmark jobs on one machine and nothing else of ours runs beside a timed job.
+for every CPU of its node (a CUDA job: one GPU and its share of CPUs): no two jobs share a machine.
 
 Faults: a task whose Ray worker or node dies is retried by Ray (MAX_RETRIES); a benchmark that
 fails is not retried: the task succeeds and returns a `failed` record. A task Ray gives up on
@@ -15,7 +14,7 @@ becomes a `failed` record written by the driver, so no job is ever lost or writt
 any job, and again inside each task, the node's code version (git commit + dirty flag, and the
 spec hash it computes) is compared with the driver's: a mismatch stops the sweep with one line.
 
-Ray is imported only here, lazily (without it, `--executor ray` is a one-line error naming the extra).
+Ray is imported only here, lazily: without it, `--executor ray` is one line naming the extra.
 """
 import collections
 import contextlib
@@ -384,7 +383,7 @@ def _cancel(ray, refs, grace_s=5.0):
             pass
     if not refs:
         return
-    try:
+    try:  # a graceful cancel first, then force
         _, running = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
     except Exception:
         running = refs
