@@ -190,13 +190,16 @@ def test_the_thread_default_follows_the_cpu_affinity_and_the_record_says_so(tmp_
 
 def test_the_worker_sets_its_own_memory_limit(tmp_path):
     """--memory-limit-mb reaches the worker as a variable it applies to itself first thing (no
-    preexec_fn in a parent with threads): a limit below what NumPy needs fails the job, saying so."""
+    preexec_fn in a parent with threads): an allocation past the limit fails the job, saying so."""
+    from bench.inject import ENV_VAR
+
     results = tmp_path / "runs.jsonl"
     proc = subprocess.run([sys.executable, "-m", "bench", "run", "--backend", "numpy",
-                           "--memory-limit-mb", "300", "--results", str(results)] + SMALL,
+                           "--memory-limit-mb", "1500", "--results", str(results)] + SMALL,
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=600)
+                          universal_newlines=True, timeout=600,
+                          env=dict(os.environ, **{ENV_VAR: "numpy:alloc_mb_at_step=2:2000"}))
     assert proc.returncode == 1, proc.stderr
     (record,) = map(json.loads, results.read_text().splitlines())
     assert record["status"] == "failed"
-    assert "memory limit of 300 MB" in record["reason"], record["reason"]
+    assert "memory limit of 1500 MB" in record["reason"], record["reason"]
