@@ -180,23 +180,15 @@ def naive_forward(spec, params, x, train, masks=None):
             if layer.use_bias:
                 out += params[layer.name + ".bias"][None, :, None, None]
             h = _act(out, layer.activation)
-        elif layer.kind == "maxpool2d":
+        elif layer.kind in ("maxpool2d", "avgpool2d"):
+            reduce = np.max if layer.kind == "maxpool2d" else np.mean
             (ph, pw), (sh, sw) = layer.size, layer.stride
             oh = (h.shape[2] - ph) // sh + 1
             ow = (h.shape[3] - pw) // sw + 1
             out = np.empty(h.shape[:2] + (oh, ow))
             for i in range(oh):
                 for j in range(ow):
-                    out[:, :, i, j] = h[:, :, i * sh:i * sh + ph, j * sw:j * sw + pw].max(axis=(2, 3))
-            h = out
-        elif layer.kind == "avgpool2d":
-            (ph, pw), (sh, sw) = layer.size, layer.stride
-            oh = (h.shape[2] - ph) // sh + 1
-            ow = (h.shape[3] - pw) // sw + 1
-            out = np.empty(h.shape[:2] + (oh, ow))
-            for i in range(oh):
-                for j in range(ow):
-                    out[:, :, i, j] = h[:, :, i * sh:i * sh + ph, j * sw:j * sw + pw].mean(axis=(2, 3))
+                    out[:, :, i, j] = reduce(h[:, :, i * sh:i * sh + ph, j * sw:j * sw + pw], axis=(2, 3))
             h = out
         elif layer.kind == "flatten":
             h = h.reshape(h.shape[0], -1)  # NCHW: (C, H, W) order

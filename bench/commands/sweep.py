@@ -22,7 +22,7 @@ def setup_arguments(subparsers):
                    help="comma-separated batch sizes (default: each model's, else %d)"
                         % TrainConfig().batch_size)
     p.add_argument("--threads", type=int_list(0), default=[0], metavar="T[,T...]",
-                   help="comma-separated thread budgets (default 0: all cores of the machine)")
+                   help="comma-separated thread budgets (default 0: every CPU this process may use)")
     add_results_option(p)
     add_report_options(p)
     add_matrix_options(p)
