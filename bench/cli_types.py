@@ -3,6 +3,7 @@ several commands take."""
 import argparse
 
 from backends.base import DEVICES, DTYPES, OPTIMIZERS, TrainConfig
+from bench.executors import EXECUTORS
 from bench.results import DEFAULT_RESULTS
 
 DEFAULT_BACKENDS = "numpy,torch"
@@ -121,13 +122,14 @@ def add_report_options(p):
 
 
 def add_matrix_options(p):
-    """--repeat and the executor (bench/sweep.py), on `run` and `sweep`."""
+    """--repeat and the executor (bench/executors/), on `run` and `sweep`."""
     p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="run every job N times (default: %(default)s); the report gives the "
                         "accuracy's mean and spread over the repeats")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: one job after another here (default); ray: each job on a node of "
-                        "a Ray cluster, one job per node (pip install 'convbench[ray]', docs/ray.md)")
+                        "a Ray cluster, one job per node (pip install 'convbench[ray]', docs/ray.md); "
+                        "inline: in this process, for a debugger or profiler (no timeout)")
     p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                    help="the Ray cluster to use with --executor ray (default: $RAY_ADDRESS, else "
                         "a new single-node Ray instance here)")

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bench import metrics
+from bench.document import Table, Text, blocks_markdown
 from bench.results import read_records
 from bench.selection import CONFIG_KEYS, latest_rows
 
@@ -248,14 +249,15 @@ def _short(text, n=100):
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-def _format(table, markdown=False):
+def _shown(table):
+    """The compare table as display strings (a bench/document.py Table)."""
     def f(v, fmt):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt % v
 
     def fp(v):
         return "" if v is None else ("<0.001" if v < 0.001 else "%.3f" % v)
 
-    shown = pd.DataFrame({
+    return Table(pd.DataFrame({
         "": table["mark"], "backend": table["backend"], "model": table["model"],
         "config": table["config"], "status": table["status"],
         "median A ms": [f(v, "%.2f") for v in table["median A ms"]],
@@ -267,9 +269,7 @@ def _format(table, markdown=False):
         "RSS A MB": [f(v, "%.0f") for v in table["RSS A MB"]],
         "RSS B MB": [f(v, "%.0f") for v in table["RSS B MB"]],
         "note": table["note"],
-    })
-    return shown.to_markdown(index=False, tablefmt="github" if markdown else "simple",
-                             disable_numparse=True)
+    }), css="compare")
 
 
 def _describe(key):
@@ -285,23 +285,20 @@ def run(args):
         raise CompareError("A and B have no backend and configuration in common (A: %s; B: %s)"
                            % (", ".join(_describe(k) for k in only_a) or "no records",
                               ", ".join(_describe(k) for k in only_b) or "no records"))
-    print("A: %s" % label_a)
-    print("B: %s" % label_b)
-    print("ratio = median B / median A (steady steps); p: Mann-Whitney U, two-sided; "
-          "threshold %.2fx, alpha %g" % (args.threshold, args.alpha))
-    print()
-    print(_format(table, args.markdown))
-    print()
-    print("marks: " + LEGEND)
+    head = ["A: %s" % label_a, "B: %s" % label_b,
+            "ratio = median B / median A (steady steps); p: Mann-Whitney U, two-sided; "
+            "threshold %.2fx, alpha %g" % (args.threshold, args.alpha)]
+    tail = ["marks: " + LEGEND]
     for side, keys in (("A", only_a), ("B", only_b)):
-        for k in keys:
-            print("only in %s: %s" % (side, _describe(k)))
+        tail += ["only in %s: %s" % (side, _describe(k)) for k in keys]
     worse = table[table["mark"] == "+"]
     better = table[table["mark"] == "-"]
     odd = table[table["mark"].isin(["x", "!"])]
     if len(odd):
-        print("warning: %d pair(s) not compared (x: not comparable, !: not ok in B): %s"
-              % (len(odd), ", ".join(odd.backend)))
-    print("%d significant regression(s), %d significant improvement(s) of %d pair(s)"
-          % (len(worse), len(better), len(table)))
+        tail.append("warning: %d pair(s) not compared (x: not comparable, !: not ok in B): %s"
+                    % (len(odd), ", ".join(odd.backend)))
+    tail.append("%d significant regression(s), %d significant improvement(s) of %d pair(s)"
+                % (len(worse), len(better), len(table)))
+    print(blocks_markdown([Text("\n".join(head)), _shown(table), Text("\n".join(tail))],
+                          tablefmt="pipe" if args.markdown else "simple"))
     return 1 if len(worse) else 0

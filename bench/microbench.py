@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 from backends import registry
 from bench import envs
+from bench.document import section_markdown
 from bench.microbench_results import (  # noqa: F401  (load and section: the reading side's API)
     BACKEND_ORDER, COLUMNS, DEFAULT_DIR, load, section)
 from bench.paths import REPO
@@ -183,12 +184,12 @@ def cmd(args):
     try:
         status = run(args.env, args.backend, args.out, args.min_rounds, args.max_time,
                      args.threads)
-        md, _ = section(args.out)
+        found = section(args.out)
     except MicrobenchError as exc:
         print("convbench: error: %s" % exc, file=sys.stderr)
         return 2
-    if md:
-        print("\n" + md)
+    if found:
+        print("\n" + section_markdown(found, with_images=False))
     print("micro-benchmark JSON: %s" % os.path.relpath(os.path.abspath(args.out)))
     return status
 
@@ -203,8 +204,8 @@ def main(argv=None):
     if args.command == "run":
         return cmd(args)
     if args.command == "show":
-        md, _ = section(args.dir)
-        print(md or "no micro-benchmark results in %s (run: convbench microbench)" % args.dir)
+        found = section(args.dir)
+        print(section_markdown(found, with_images=False) if found else "no micro-benchmark results in %s (run: convbench microbench)" % args.dir)
         return 0
     parser.print_help()
     return 2

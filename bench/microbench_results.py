@@ -1,12 +1,10 @@
 """The micro-benchmarks' results: pytest-benchmark JSON files read into one DataFrame (`load`)
-and the report section drawn from them (`section`: markdown, and HTML with an embedded figure).
+and the report section drawn from them (`section`, a bench/document.py Section with a figure).
 bench/microbench.py runs the benchmarks that write those files.
 
 Imports no framework; pandas and matplotlib are imported where they are used.
 """
-import base64
 import glob
-import html
 import io
 import json
 import os
@@ -154,40 +152,6 @@ INFO_HEADER = ["backend", "framework", "version", "threads", "rounds", "machine"
                "commit", "when (UTC)"]
 
 
-def _md_cells(rows):
-    """Cells as strings a markdown table survives: no '|' or line break inside."""
-    return [[str(c).replace("|", "\\|").replace("\n", " ") for c in row] for row in rows]
-
-
-def _markdown(df):
-    import pandas as pd
-
-    rows, backends, fastest, info = _tables(df)
-    body = []
-    for (layer, mode, cells), best in zip(rows, fastest):
-        body.append([layer, mode] + ["**%s**" % c if b == best else c for b, c in zip(backends, cells)])
-    timing = pd.DataFrame(_md_cells(body), columns=_md_cells([["layer", "pass"] + backends])[0])
-    first = df.iloc[0]
-    parts = ["## " + TITLE, "",
-             EXPLAIN.format(batch=first["batch"] or 128, dtype=first["dtype"] or "float32"), "",
-             timing.to_markdown(index=False), "",
-             pd.DataFrame(_md_cells(info), columns=INFO_HEADER).to_markdown(index=False), ""]
-    return "\n".join(parts)
-
-
-def _html_table(header, rows, css):
-    e = html.escape
-    out = ['<table class="%s">' % e(css), "<thead><tr>"]
-    out += ["<th>%s</th>" % e(str(h)) for h in header]
-    out.append("</tr></thead><tbody>")
-    for row in rows:
-        out.append("<tr>" + "".join(
-            ("<td><strong>%s</strong></td>" % e(str(c[1]))) if isinstance(c, tuple) else
-            "<td>%s</td>" % e(str(c)) for c in row) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
-
-
 def figure_png(df):
     """Grouped bars: median ms per layer, one bar per backend (IQR whiskers), fwd and fwd+bwd."""
     import matplotlib
@@ -230,34 +194,29 @@ def figure_png(df):
     return buf.getvalue()
 
 
-def _html(df):
-    e = html.escape
-    rows, backends, fastest, info = _tables(df)
-    body = [[layer, mode] + [("b", c) if b == best else c for b, c in zip(backends, cells)]
-            for (layer, mode, cells), best in zip(rows, fastest)]
-    first = df.iloc[0]
-    png = base64.b64encode(figure_png(df)).decode("ascii")
-    explain = EXPLAIN.format(batch=first["batch"] or 128, dtype=first["dtype"] or "float32")
-    return "\n".join([
-        '<section id="microbench">',
-        "<h2>%s</h2>" % e(TITLE),
-        "<p>%s</p>" % e(explain.replace("`", "")),
-        _html_table(["layer", "pass"] + backends, body, "microbench"),
-        '<figure><img alt="%s" src="data:image/png;base64,%s">' % (
-            e("median time per layer and backend"), png),
-        "<figcaption>%s</figcaption></figure>" % e(
-            "Median ms per call of each layer, by backend; whiskers: first to third quartile."),
-        _html_table(INFO_HEADER, info, "microbench-context"),
-        "</section>"])
-
-
 def section(directory=DEFAULT_DIR):
-    """(markdown, html) of the micro-benchmark section; ("", "") when `directory` has no results."""
+    """The micro-benchmark section of the report (bench/document.py), or None when `directory`
+    has no results."""
+    import pandas as pd
+    from bench.document import Image, Section, Table, Text
+
     df = load(directory)
     if df.empty:
-        return "", ""
+        return None
     df = _latest(df)
-    return _markdown(df), _html(df)
+    rows, backends, fastest, info = _tables(df)
+    timing = pd.DataFrame([[layer, mode] + cells for layer, mode, cells in rows],
+                          columns=["layer", "pass"] + backends)
+    strong = frozenset((i, best) for i, best in enumerate(fastest))
+    first = df.iloc[0]
+    return Section(TITLE, [
+        Text(EXPLAIN.format(batch=first["batch"] or 128, dtype=first["dtype"] or "float32")),
+        Table(timing, css="microbench", strong=strong),
+        Image("microbench.png", figure_png(df), "median time per layer and backend",
+              caption="Median ms per call of each layer, by backend; whiskers: first to third "
+                      "quartile."),
+        Table(pd.DataFrame(info, columns=INFO_HEADER), css="microbench-context"),
+    ], anchor="microbench")
 
 
 # --- command line ------------------------------------------------------------------------------

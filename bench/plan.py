@@ -1,4 +1,5 @@
-"""What a run will do, from its command line: the backends and the TrainConfig."""
+"""What a run will do, from its command line: the backends and the TrainConfig (a flag wins, then
+the model's [training] table, then the suite's default). bench/jobs.py expands them into jobs."""
 from backends import registry
 from backends.base import TrainConfig
 from bench.cli_types import UsageError

@@ -3,10 +3,8 @@
 Tables (pandas) per model, device and batch size, one row per backend; plots (matplotlib):
 step-time distributions, per-step training loss overlaid, test accuracy against training time,
 peak memory. Statistics come from the raw step samples in the records (warm-up excluded).
-Every string that comes from a record is escaped in the HTML.
+Rendered through bench/document.py, which escapes every string from a record in the HTML.
 """
-import base64
-import html
 import io
 import os
 
@@ -14,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from bench import metrics
+from bench.document import (Bullets, Document, Image, Preformatted, Section, Table, Text, to_html,
+                            to_markdown)
 from bench.results import read_records
 from bench.selection import GROUP_KEYS, latest_rows, machine_label, pooled_row, records_frame
 
@@ -68,12 +68,6 @@ def _figure_png(fig):
     import matplotlib.pyplot as plt
     plt.close(fig)
     return buf.getvalue()
-
-
-def _markdown(table):
-    """The table in Markdown, '|' inside a cell escaped (failure reasons join lines with it)."""
-    return table.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v).to_markdown(
-        index=False)
 
 
 def _plots(group):
@@ -248,67 +242,48 @@ METHODOLOGY = """\
 """
 
 
-def build_report(records, microbench_dir=None):
-    """(markdown text, html text, {png name: bytes}) for a list of records; the micro-benchmark
-    section is built from the pytest-benchmark JSON files in microbench_dir when it exists."""
+def build_document(records, microbench_dir=None):
+    """The report as a document (bench/document.py): a section per configuration group, one per
+    sweep, the micro-benchmarks (from the pytest-benchmark JSON files in microbench_dir, when it
+    exists), the machine and the methodology."""
     df = latest_rows(records)
-    md = ["# convbench report", "",
-          "Generated from %d record(s); the newest record per backend and configuration is shown." % len(records),
-          ""]
-    body = ["<h1>convbench report</h1>",
-            "<p>Generated from %d record(s); the newest record per backend and configuration is shown.</p>"
-            % len(records)]
-    pngs = {}
+    intro = [Text("Generated from %d record(s); the newest record per backend and configuration "
+                  "is shown." % len(records))]
     if df.empty:
-        md.append("No records yet: run `convbench run`.")
-        body.append("<p>No records yet: run <code>convbench run</code>.</p>")
+        intro.append(Text("No records yet: run `convbench run`."))
+    sections = []
     groups = [] if df.empty else df.groupby(list(GROUP_KEYS), dropna=False, sort=True)
     for i, (key, group) in enumerate(groups):
-        title = _group_title(key)
-        table = _display_table(group)
-        md += ["## " + title, "", _markdown(table), ""]
-        body += ["<h2>%s</h2>" % html.escape(title),
-                 table.to_html(index=False, escape=True, classes="results sortable", border=0,
-                               na_rep="")]
+        blocks = [Table(_display_table(group))]
         ratio = _speed_target(group)
         if ratio:
-            md += [ratio, ""]
-            body.append("<p class='target'>%s</p>" % html.escape(ratio))
-        plots = _plots(group)
-        for name, png in plots.items():
-            fname = "g%d_%s.png" % (i, name)
-            pngs[fname] = png
-            md.append("![%s](report_files/%s)" % (name, fname))
-            body.append("<img alt='%s' src='data:image/png;base64,%s'>"
-                        % (html.escape(name), base64.b64encode(png).decode()))
-        md.append("")
+            blocks.append(Text(ratio, css="target"))
+        blocks += [Image("g%d_%s.png" % (i, name), png, name) for name, png in _plots(group).items()]
+        sections.append(Section(_group_title(key), blocks))
     for sweep_id, rows in _sweep_rows(records).items():
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))
-        table = _sweep_table(rows)
-        md += ["## " + title, "", _markdown(table), ""]
-        body += ["<h2>%s</h2>" % html.escape(title),
-                 table.to_html(index=False, escape=True, classes="results sortable", border=0, na_rep="")]
+        blocks = [Table(_sweep_table(rows))]
         png = _sweep_plot(rows)
         if png:
-            fname = "sweep_%s.png" % sweep_id
-            pngs[fname] = png
-            md += ["![sweep](report_files/%s)" % fname, ""]
-            body.append("<img alt='sweep %s' src='data:image/png;base64,%s'>"
-                        % (html.escape(sweep_id), base64.b64encode(png).decode()))
+            blocks.append(Image("sweep_%s.png" % sweep_id, png, "sweep %s" % sweep_id))
+        sections.append(Section(title, blocks))
     if microbench_dir:
-        from bench import microbench
+        from bench import microbench_results
 
-        micro_md, micro_html = microbench.section(microbench_dir)
-        md += [micro_md] if micro_md else []
-        body += [micro_html] if micro_html else []
+        micro = microbench_results.section(microbench_dir)
+        sections += [micro] if micro else []
     if records:
-        ctx = _context_lines(records)
-        md += ["## Machine and software", ""] + ["- " + line for line in ctx] + [""]
-        body += ["<h2>Machine and software</h2><ul>"] + ["<li>%s</li>" % html.escape(l) for l in ctx] + ["</ul>"]
-    md += ["## Methodology", "", METHODOLOGY]
-    body += ["<h2>Methodology</h2><pre class='method'>%s</pre>" % html.escape(METHODOLOGY)]
-    return "\n".join(md), _html_page("\n".join(body)), pngs
+        sections.append(Section("Machine and software", [Bullets(_context_lines(records))]))
+    sections.append(Section("Methodology", [Preformatted(METHODOLOGY)]))
+    return Document("convbench report", intro, sections)
+
+
+def build_report(records, microbench_dir=None):
+    """(markdown text, html text, {png name: bytes}) for a list of records."""
+    doc = build_document(records, microbench_dir)
+    md, pngs = to_markdown(doc)
+    return md, to_html(doc), pngs
 
 
 def _speed_target(group):
@@ -321,43 +296,6 @@ def _speed_target(group):
             line += " (target <= 2x: %s)" % ("met" if r <= 2 else "NOT met")
         return line
     return None
-
-
-def _html_page(body):
-    return """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>convbench report</title>
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<style>
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table.results{border-collapse:collapse;font-size:13px;margin:1em 0}
-table.results th,table.results td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
-table.results th{cursor:pointer;background:#f3f3f3;position:sticky;top:0}
-table.results td:nth-child(-n+4),table.results td:last-child{text-align:left}
-img{display:block;margin:.5em 0;max-width:100%%}
-pre.method{white-space:pre-wrap;background:#f8f8f8;padding:1em}
-</style></head><body>
-%s
-<script>
-// click a header to sort (numbers numerically, empty cells last)
-document.querySelectorAll('table.sortable').forEach(function (t) {
-  t.querySelectorAll('th').forEach(function (th, col) {
-    th.addEventListener('click', function () {
-      var rows = Array.from(t.tBodies[0].rows), asc = th.dataset.asc !== '1';
-      rows.sort(function (a, b) {
-        var x = a.cells[col].textContent, y = b.cells[col].textContent;
-        if (x === '' || y === '') return (x === '') - (y === '');
-        var nx = parseFloat(x), ny = parseFloat(y);
-        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-        return asc ? c : -c;
-      });
-      th.dataset.asc = asc ? '1' : '0';
-      rows.forEach(function (r) { t.tBodies[0].appendChild(r); });
-    });
-  });
-});
-</script>
-</body></html>
-""" % body
 
 
 def write_report(results_path, out_dir=None):

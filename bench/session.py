@@ -1,4 +1,4 @@
-"""One `convbench run`: for each backend, a worker job; each outcome becomes one record, appended.
+"""A run's records: the context an invocation shares, and one outcome made into one record.
 
 The record is self-describing: schema version, ids, time, git commit, the spec's hash and facts,
 the full config, the machine (with its measured matmul peak), the worker's software environment,
@@ -7,8 +7,7 @@ raw step times and losses, per-epoch figures, memory and a `summary` (docs/resul
 import datetime
 import uuid
 
-from bench import SCHEMA_VERSION, context, envs, metrics, results
-from bench.runner import run_worker
+from bench import SCHEMA_VERSION, context, envs, metrics
 
 
 def new_session_context(threads):
@@ -22,7 +21,7 @@ def new_session_context(threads):
 
 
 def build_record(backend, spec, config, session, outcome, extra=None):
-    """extra: fields set last (a sweep's `sweep`, `repeat`, `executor`; bench/sweep.py)."""
+    """extra: fields set last (a job's `sweep`, `repeat`, the `executor`; bench/executors/)."""
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": uuid.uuid4().hex[:12],
@@ -51,16 +50,4 @@ def build_record(backend, spec, config, session, outcome, extra=None):
     record["summary"] = metrics.summarize(record) if outcome.status == "ok" else {}
     record.update({"sweep": None, "repeat": None, "executor": {"kind": "local"}})
     record.update(extra or {})
-    return record
-
-
-def run_backend(backend, spec, config, session, data_dir, timeout_s, results_path,
-                on_message=None, log=print, memory_limit_mb=0, extra=None):
-    """Run one backend's job, append its record (whatever happened) and return it."""
-    job = {"kind": "train", "backend": backend.name, "spec": spec.to_dict(),
-           "config": config.to_dict(), "data_dir": data_dir}
-    outcome = run_worker(backend, job, config.threads, timeout_s, on_message=on_message, log=log,
-                         memory_limit_mb=memory_limit_mb)
-    record = build_record(backend, spec, config, session, outcome, extra=extra)
-    results.append_record(results_path, record)
     return record

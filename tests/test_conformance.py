@@ -5,8 +5,6 @@ this process computes the oracle's answers; each case is compared. A backend tha
 here (see conformance.required) and not available is skipped with the reason; a required one fails.
 The run's closing summary says which backends' conformance ran and which were skipped, and why.
 """
-import os
-import tempfile
 
 import pytest
 
@@ -97,7 +95,9 @@ def test_matches_oracle(backend_name, case_index, probe_inputs, oracle, conforma
 @pytest.mark.slow
 def test_learns_on_real_mnist(backend_name, conformance_ledger):
     """A short real run through the CLI's own path: a valid ok record, accuracy beyond chance."""
-    from bench.session import new_session_context, run_backend
+    from bench.executors.common import execute_job
+    from bench.jobs import expand
+    from bench.session import new_session_context
 
     name = backend_name
     backend = registry.get(name)
@@ -107,10 +107,9 @@ def test_learns_on_real_mnist(backend_name, conformance_ledger):
     spec = load_spec("seed_convnet")
     config = TrainConfig(batch_size=64, limit_train=2048, limit_test=1000, threads=usable_cpus(),
                          warmup_steps=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "runs.jsonl")
-        record = run_backend(backend, spec, config, new_session_context(config.threads), None,
-                             900, path, log=lambda t: None)
+    job = expand([backend], [spec], config)[0]
+    record = execute_job(job, config, new_session_context(config.threads), None, 900,
+                         log=lambda t: None)
     if record["status"] == "unavailable":
         _skip_or_fail(name, record["reason"], conformance_ledger)
     assert record["status"] == "ok", "%s: %s\n%s" % (record["status"], record["reason"], record["stderr_tail"])

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from bench import microbench
+from bench.document import section_html, section_markdown
 from bench.paths import REPO
 
 pytest.importorskip("pytest_benchmark")
@@ -59,7 +60,8 @@ def test_section_renders_markdown_and_escaped_html(real_json, tmp_path):
     (tmp_path / "evil.json").write_text(json.dumps(data))
     (tmp_path / "not-a-benchmark.json").write_text('{"hello": 1}')
 
-    md, html_text = microbench.section(str(tmp_path))
+    found = microbench.section(str(tmp_path))
+    md, html_text = section_markdown(found), section_html(found)
     assert "| conv1" in md and "fwd+bwd" in md and "numpy" in md
     assert "<script>" not in html_text and "<img src=x" not in html_text and "<b>" not in html_text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
@@ -69,8 +71,8 @@ def test_section_renders_markdown_and_escaped_html(real_json, tmp_path):
 
 
 def test_section_is_empty_without_results(tmp_path):
-    assert microbench.section(str(tmp_path)) == ("", "")
-    assert microbench.section(str(tmp_path / "missing")) == ("", "")
+    assert microbench.section(str(tmp_path)) is None
+    assert microbench.section(str(tmp_path / "missing")) is None
     assert microbench.load(str(tmp_path)).empty
 
 

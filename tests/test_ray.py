@@ -330,14 +330,15 @@ def test_driver_refuses_a_node_with_other_code(cluster, tmp_path):
         "import sys\n"
         "from backends import registry\n"
         "from backends.base import TrainConfig\n"
-        "from bench import ray_executor, sweep\n"
+        "from bench.jobs import expand\n"
+        "from bench.executors import SweepError, ray_driver\n"
         "from models.spec import load_spec\n"
-        "ray_executor.code_version = lambda: {'git_commit': '0' * 40, 'git_dirty': False}\n"
-        "jobs = sweep.expand([registry.get('numpy')], [load_spec('seed_convnet')],\n"
+        "ray_driver.code_version = lambda: {'git_commit': '0' * 40, 'git_dirty': False}\n"
+        "jobs = expand([registry.get('numpy')], [load_spec('seed_convnet')],\n"
         "                    TrainConfig(batch_size=64, threads=1, limit_train=1024, limit_test=200))\n"
         "try:\n"
-        "    ray_executor.run_jobs(jobs, address=sys.argv[1], results_path=sys.argv[2])\n"
-        "except sweep.SweepError as exc:\n"
+        "    ray_driver.run_jobs(jobs, address=sys.argv[1], results_path=sys.argv[2])\n"
+        "except SweepError as exc:\n"
         "    print('ERROR', exc)\n")
     path = str(tmp_path / "runs.jsonl")
     proc = subprocess.run([sys.executable, "-c", script, cluster.address, path], cwd=REPO,
@@ -352,14 +353,15 @@ OVERHEAD_SCRIPT = """
 import json, sys, time
 from backends import registry
 from backends.base import TrainConfig
-from bench import ray_executor, sweep
+from bench.jobs import expand
+from bench.executors import SweepError, ray_driver
 from models.spec import load_spec
-jobs = sweep.expand([registry.get("numpy")], [load_spec("seed_convnet")],
-                    TrainConfig(batch_size=64, threads=1, limit_train=1024, limit_test=200,
-                                warmup_steps=1), repeat=4)
+jobs = expand([registry.get("numpy")], [load_spec("seed_convnet")],
+               TrainConfig(batch_size=64, threads=1, limit_train=1024, limit_test=200,
+                           warmup_steps=1), repeat=4)
 arrivals = []
 t0 = time.time()
-records = ray_executor.run_jobs(jobs, address=sys.argv[1], results_path=sys.argv[2],
+records = ray_driver.run_jobs(jobs, address=sys.argv[1], results_path=sys.argv[2],
                                 on_record=lambda r: arrivals.append(time.time()))
 print(json.dumps({"t0": t0, "total": time.time() - t0, "arrivals": arrivals,
                   "wall": [r["wall_s"] for r in records],

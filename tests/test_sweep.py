@@ -10,7 +10,7 @@ import sys
 
 from backends import registry
 from backends.base import TrainConfig
-from bench import sweep
+from bench.jobs import expand
 from bench.paths import REPO
 from bench.schema import validate_file
 from models.spec import load_spec
@@ -34,7 +34,7 @@ def records_of(path):
 def test_expand_is_the_full_matrix_in_run_order():
     numpy, torch = registry.get("numpy"), registry.get("torch")
     a, b = load_spec("seed_convnet"), load_spec("mlp")
-    jobs = sweep.expand([numpy, torch], [a, b], TrainConfig(), batch_sizes=[32, 64],
+    jobs = expand([numpy, torch], [a, b], TrainConfig(), batch_sizes=[32, 64],
                         threads=[1, 2], repeat=3, sweep_axes={"batch_size": [32, 64], "threads": [1, 2]})
     assert len(jobs) == 2 * 2 * 2 * 2 * 3
     assert [j.index for j in jobs] == list(range(len(jobs)))
@@ -47,10 +47,10 @@ def test_expand_is_the_full_matrix_in_run_order():
     assert len(set(j.sweep["id"] for j in jobs)) == 1 and re.match("^[0-9a-f]{12}$", jobs[0].sweep["id"])
     assert jobs[0].fields() == {"sweep": jobs[0].sweep, "repeat": {"index": 0, "of": 3}}
     # a plain run: no sweep, no repeat
-    plain = sweep.expand([numpy], [a], TrainConfig(batch_size=16, threads=4))
+    plain = expand([numpy], [a], TrainConfig(batch_size=16, threads=4))
     assert [(j.config.batch_size, j.config.threads, j.repeat, j.sweep) for j in plain] == [(16, 4, None, None)]
     # each model's own defaults, when no batch size is swept
-    per_model = sweep.expand([numpy], [a, b], lambda s: TrainConfig(batch_size=len(s.name)))
+    per_model = expand([numpy], [a, b], lambda s: TrainConfig(batch_size=len(s.name)))
     assert [j.config.batch_size for j in per_model] == [len("seed_convnet"), len("mlp")]
 
 
@@ -127,4 +127,29 @@ def test_sweep_usage_errors_are_one_line(tmp_path):
     for bad in ("64,64", "0", "x"):
         proc = convbench("sweep", "--backend", "numpy", "--batch-size", bad, "--results", path)
         assert proc.returncode == 2 and "--batch-size" in proc.stderr, proc.stderr
+    assert not os.path.exists(path)
+
+
+def test_inline_executor_runs_the_job_in_this_process_and_says_so(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    proc = convbench("run", "--executor", "inline", "--batch-size", "256", "--threads", "1",
+                     "--results", path, "--no-report", *SHORT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = records_of(path)
+    assert validate_file(path) == (1, [])
+    assert r["status"] == "ok" and r["executor"] == {"kind": "inline"}, r["reason"]
+    assert r["summary"]["steps"] == 1024 // 256
+    # no worker: the job ran in the convbench process itself
+    assert r["environment"]["executable"] == sys.executable
+
+
+def test_inline_executor_refuses_injected_faults(tmp_path):
+    path = str(tmp_path / "runs.jsonl")
+    env = dict(os.environ, CONVBENCH_INJECT="numpy:kill_at_step=2")
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--executor", "inline",
+                           "--results", path] + SHORT, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()[-1:]
+    assert "--executor inline cannot inject faults" in line and "fix: use --executor local" in line
     assert not os.path.exists(path)

@@ -9,11 +9,22 @@ from bench.paths import REPO
 from bench.results import read_records
 from bench.runner import run_worker
 from bench.schema import validate_file
-from bench.session import new_session_context, run_backend
+from bench.executors.common import execute_job
+from bench.jobs import expand
+from bench.results import append_record
+from bench.session import new_session_context
 from models.spec import load_spec
 
 SPEC = load_spec("seed_convnet")
 CONFIG = TrainConfig(batch_size=64, limit_train=4096, limit_test=500, threads=1, warmup_steps=1)
+
+
+def run_backend(config, session, path, on_message=None):
+    """One numpy job as the local executor runs it: a fresh worker, its record appended."""
+    job = expand([registry.get("numpy")], [SPEC], config)[0]
+    record = execute_job(job, config, session, None, 300, on_message=on_message, log=lambda t: None)
+    append_record(path, record)
+    return record
 
 
 def _job(config=CONFIG):
@@ -25,7 +36,7 @@ def test_worker_killed_mid_run_gives_failed_record_and_keeps_earlier_ones(tmp_pa
     path = str(tmp_path / "runs.jsonl")
     session = new_session_context(1)
     small = CONFIG._replace(limit_train=256)
-    first = run_backend(registry.get("numpy"), SPEC, small, session, None, 300, path, log=lambda t: None)
+    first = run_backend(small, session, path)
     assert first["status"] == "ok"
     with open(path, "rb") as fh:
         before = fh.read()
@@ -38,8 +49,7 @@ def test_worker_killed_mid_run_gives_failed_record_and_keeps_earlier_ones(tmp_pa
         if message["type"] == "progress" and message.get("step", 0) >= 20:
             os.kill(pid["worker"], signal.SIGKILL)
 
-    second = run_backend(registry.get("numpy"), SPEC, CONFIG, session, None, 300, path,
-                         on_message=killer, log=lambda t: None)
+    second = run_backend(CONFIG, session, path, on_message=killer)
     assert second["status"] == "failed"
     assert "SIGKILL" in second["reason"]
     with open(path, "rb") as fh:

@@ -22,7 +22,7 @@ def setup_arguments(subparsers):
 
 def run_from_args(args):
     from bench import inject
-    from bench.sweep import expand
+    from bench.jobs import expand
     from models.spec import load_spec
 
     backends = backends_from_arg(args.backend)
@@ -56,8 +56,8 @@ def check_data(args, batch_sizes, config):
     own: the driver only checks the sizes); returns the data directory the jobs get.
     With --executor ray, Ray must be importable here (else one line naming the extra)."""
     if args.executor == "ray":
-        from bench.ray_executor import check_address, import_ray
-        from bench.sweep import SweepError
+        from bench.executors import SweepError
+        from bench.executors.ray_driver import check_address, import_ray
 
         try:
             import_ray()
@@ -80,7 +80,7 @@ def check_data(args, batch_sizes, config):
 
 def run_matrix(args, jobs, data_dir):
     """Run the jobs with the chosen executor; None when interrupted (records written are kept)."""
-    from bench.sweep import SweepError, run_jobs
+    from bench.executors import SweepError, run_jobs
 
     try:
         return run_jobs(jobs, executor=args.executor, ray_address=args.ray_address,

@@ -32,7 +32,7 @@ def setup_arguments(subparsers):
 
 def run_from_args(args):
     from bench import inject
-    from bench.sweep import expand
+    from bench.jobs import expand
     from models.spec import load_spec
 
     backends = backends_from_arg(args.backend)

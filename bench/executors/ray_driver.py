@@ -1,9 +1,6 @@
-"""The `ray` executor: each job of a sweep is a Ray task on a node of a Ray cluster (docs/ray.md).
-
-On the node, the task does what `convbench run` does for one backend here (env found or built, a
-fresh worker, bench/session.build_record) with the node's own context: its machine fingerprint and
-a matmul peak measured there with the job's thread budget. The record goes back to the driver as
-the task's result; the driver (this process) is the only writer of the results file.
+"""The driver side of the `ray` executor: each job is a Ray task on a node of a Ray cluster
+(docs/ray.md); ray_node.py is what the task runs there. The record comes back as the task's
+result; the driver (this process) is the only writer of the results file.
 
 One job per machine: the driver keeps at most one job in flight per node, and each job's task asks
 for every CPU of its node (a CUDA job: one GPU and its share of CPUs): no two jobs share a machine.
@@ -17,14 +14,12 @@ spec hash it computes) is compared with the driver's: a mismatch stops the sweep
 Ray is imported only here, lazily: without it, `--executor ray` is one line naming the extra.
 """
 import collections
-import contextlib
 import os
-import platform
 import time
 import uuid
 
-from bench import context
-from bench.executor_common import SweepError, jobs_bar, resolve_threads, say
+from bench.executors.common import SweepError, jobs_bar, say
+from bench.executors.ray_node import FORWARDED_ENV, code_version, probe_node, run_on_node
 from bench.results import append_record
 
 #: how often Ray re-runs a task whose worker process or node died (a benchmark failure is never
@@ -34,8 +29,6 @@ MAX_RETRIES = 2
 REFRESH_S = 2.0
 #: how long pending jobs may wait for a usable node to appear before the sweep gives up
 NO_NODE_WAIT_S = 120.0
-#: environment variables the driver passes on to each job (the rest is the node's own)
-FORWARDED_ENV = ("CONVBENCH_INJECT",)
 INSTALL_FIX = "pip install 'convbench[ray]'"
 
 
@@ -47,99 +40,6 @@ def import_ray():
         raise SweepError("--executor ray needs Ray, which is not installed here (%s); fix: %s"
                          % (exc, INSTALL_FIX))
     return ray
-
-
-# --- the node side (runs inside a Ray task) -------------------------------------------------
-
-_NODE_CONTEXTS = {}  # thread budget -> session context, per Ray worker process
-
-
-def code_version():
-    """What the driver and every node must agree on: git commit and dirty flag of the code."""
-    commit, dirty = context.git_commit()
-    return {"git_commit": commit, "git_dirty": dirty}
-
-
-def node_identity():
-    """The `executor` field of a record made on this node."""
-    import ray
-
-    return {"kind": "ray", "node_id": ray.get_runtime_context().get_node_id(),
-            "node_ip": ray.util.get_node_ip_address(), "hostname": platform.node()}
-
-
-def probe_node(spec_dicts):
-    """Preflight on one node: its code version, identity and the spec hashes it computes."""
-    from models.spec import spec_from_dict
-
-    return {"version": code_version(), "executor": node_identity(),
-            "spec_hashes": [spec_from_dict(d).spec_hash for d in spec_dicts]}
-
-
-@contextlib.contextmanager
-def _job_environ(values):
-    """os.environ with the driver's forwarded variables for one job (a Ray worker is reused)."""
-    saved = dict((k, os.environ.get(k)) for k in FORWARDED_ENV)
-    try:
-        for key in FORWARDED_ENV:
-            if values.get(key) is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = values[key]
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _node_cpus():
-    import ray
-
-    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    return int(assigned) if assigned else context.usable_cpus()
-
-
-def run_on_node(payload):
-    """One job on this node; returns {"kind": "record", ...} or {"kind": "mismatch", ...}.
-
-    Whatever the benchmark does, this returns normally (a failure is a `failed` record); only the
-    death of this process or of the node makes the task fail, and Ray then retries it."""
-    from backends import registry
-    from backends.base import TrainConfig
-    from bench.data import DataError, resolve_data_dir
-    from bench.runner import WorkerOutcome, run_worker
-    from bench.session import build_record, new_session_context
-    from models.spec import spec_from_dict
-
-    ident = node_identity()
-    version = code_version()
-    spec = spec_from_dict(payload["spec"])
-    if version != payload["version"] or spec.spec_hash != payload["spec_hash"]:
-        return {"kind": "mismatch", "executor": ident, "version": version,
-                "spec_hash": spec.spec_hash}
-    backend = registry.get(payload["backend"])
-    config = TrainConfig.from_dict(payload["config"])
-    config = resolve_threads(config, _node_cpus())
-    if config.threads not in _NODE_CONTEXTS:
-        _NODE_CONTEXTS[config.threads] = new_session_context(config.threads)
-    session = dict(_NODE_CONTEXTS[config.threads], session_id=payload["session_id"])
-    extra = dict(payload["extra"], executor=ident)
-    with _job_environ(payload["env"]):
-        try:
-            data_dir = resolve_data_dir(payload["data_dir"])
-        except DataError as exc:
-            outcome = WorkerOutcome("failed", reason="on node %s (%s): %s" % (
-                ident["hostname"], ident["node_ip"], exc))
-        else:
-            job = {"kind": "train", "backend": backend.name, "spec": payload["spec"],
-                   "config": config.to_dict(), "data_dir": data_dir}
-            outcome = run_worker(backend, job, config.threads, payload["timeout_s"],
-                                 memory_limit_mb=payload["memory_limit_mb"])
-    record = build_record(backend, spec, config, session, outcome, extra=extra)
-    return {"kind": "record", "record": record}
 
 
 # --- the driver side --------------------------------------------------------------------------
@@ -312,10 +212,11 @@ def run_jobs(jobs, address=None, data_dir=None, timeout_s=1800.0, results_path=N
             for node in nodes.values():
                 while pending and load[node.node_id] < node.slots(pending[0].config.device):
                     job = pending.popleft()
-                    payload = {"backend": job.backend.name, "spec": job.spec.to_dict(),
-                               "spec_hash": job.spec.spec_hash, "config": job.config.to_dict(),
-                               "version": version, "session_id": session_id,
-                               "extra": job.fields(), "env": env, "data_dir": data_dir,
+                    payload = {"index": job.index, "backend": job.backend.name,
+                               "spec": job.spec.to_dict(), "spec_hash": job.spec.spec_hash,
+                               "config": job.config.to_dict(), "repeat": job.repeat,
+                               "sweep": job.sweep, "version": version, "session_id": session_id,
+                               "env": env, "data_dir": data_dir,
                                "timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb}
                     ref = remote_job.options(
                         max_retries=MAX_RETRIES, retry_exceptions=False,
