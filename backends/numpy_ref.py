@@ -24,7 +24,7 @@ import numpy as np
 from backends.base import Unavailable, Unsupported
 from backends.common.adapter import TableAdapter, max_norm_numpy
 from backends.common.walker import walk
-# the layer classes (also imported from here by the tests and benchmarks/bench_layers.py)
+# the layer classes (also imported from here by the tests)
 from backends.numpy_conv import AvgPool2D, Conv2D, MaxPool2D, _Buffers  # noqa: F401
 from backends.numpy_layers import Activation, BatchNorm, Dense, Dropout, Flatten  # noqa: F401
 

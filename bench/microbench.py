@@ -5,10 +5,11 @@
     python -m bench.microbench run [same options]      # the same
     python -m bench.microbench show [DIR]              # the markdown table of saved results
 
-`run` times each backend in its own process (pytest --benchmark-only, the framework's interpreter:
-the base venv for numpy and torch, the tox env `tf` for tf, tf-xla and jax), and saves
-pytest-benchmark's JSON as DIR/<backend>.json; bench/microbench_results.py reads them (`load`) and
-draws the report section (`section`), both re-exported here.
+`run` times each backend in its own process (pytest --benchmark-only in the backend's registry
+env: the base venv for numpy and torch, the tox env `tf` for tf and tf-xla, `jax` for jax, whose
+blocks are Flax's), and saves pytest-benchmark's JSON as DIR/<backend>.json;
+bench/microbench_results.py reads them (`load`) and draws the report section (`section`), both
+re-exported here.
 
 Imports no framework; pandas and matplotlib are imported where they are used.
 """
@@ -26,9 +27,6 @@ from bench.microbench_results import (  # noqa: F401  (load and section: the rea
 from bench.paths import REPO
 
 BENCH_FILE = os.path.join("benchmarks", "bench_layers.py")
-#: where the micro-benchmarks time a backend when that is not its registry env: the layers need
-#: jax alone (no flax/optax), and the tf env has jax and pytest-benchmark; the jax env has no pytest
-ENV_OVERRIDES = {"jax": "tf"}
 
 
 def _env_backends():
@@ -36,7 +34,7 @@ def _env_backends():
     torch, also in the tf env, is timed in base only)."""
     table = OrderedDict()
     for name in BACKEND_ORDER:
-        env = ENV_OVERRIDES.get(name, registry.get(name).env)
+        env = registry.get(name).env
         table[env] = table.get(env, ()) + (name,)
     return table
 
@@ -176,7 +174,7 @@ def add_arguments(p):
                    help="pytest-benchmark --benchmark-max-time in seconds per benchmark (its default: 1)")
     p.add_argument("--threads", type=int, default=0,
                    help="thread budget of every framework (default 0: each framework's own, one "
-                        "per core; jax is limited only for 1)")
+                        "per core)")
 
 
 def cmd(args):
