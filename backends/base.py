@@ -75,9 +75,13 @@ class TrainConfig(NamedTuple):
     evals_per_epoch: int = 4   # test-set evaluations per epoch (untimed): the accuracy-vs-time curve
     eval_batch_size: int = 1000
     mode: str = "step"         # "step": harness-timed train_step loop; "epoch": adapter's train_epoch
+    max_steps: int = 0         # > 0: stop the epoch after this many steps (timing-only processes)
 
     def to_dict(self):
-        return dict(self._asdict())
+        d = dict(self._asdict())
+        if not d["max_steps"]:  # absent unless set: records made before it stay comparable
+            del d["max_steps"]
+        return d
 
     @classmethod
     def from_dict(cls, data):

@@ -198,7 +198,10 @@ class JaxAdapter(TableAdapter):
         graph definition and the state pytree the jitted step carries."""
         nnx = self.nnx
         optimizer = nnx.Optimizer(self.model, self.tx, wrt=nnx.Param)
-        self.graph_train, self.state = nnx.split((self.model, optimizer))
+        self.graph_train, state = nnx.split((self.model, optimizer))
+        # committed to the device, as the step's outputs are: an uncommitted leaf (the optimizer's
+        # fresh state) made the second step compile the whole step again (~0.8 s)
+        self.state = self.jax.device_put(state, self.device)
 
     # -- the pure functions that jax.jit compiles -------------------------------------------------
     def _step(self, state, x, y):

@@ -107,10 +107,22 @@ class UnknownBackend(KeyError):
 
 
 def get(name):
+    """The entry for `name`; `name@env` is that adapter run in another of its framework's
+    environments (a control: `tf@tf_legacy` is the tf adapter on TF 2.15, beside tf_layers and
+    tf_estimator, so API and version can be told apart). The parent checks that the env exists
+    (bench/plan.py); here only the form is checked."""
+    base_name, at, env = name.partition("@")
     try:
-        return BACKENDS[name]
+        backend = BACKENDS[base_name]
     except KeyError:
-        raise UnknownBackend("unknown backend %r (known: %s)" % (name, ", ".join(names())))
+        raise UnknownBackend("unknown backend %r (known: %s; NAME@ENV runs NAME in another "
+                             "environment)" % (name, ", ".join(names())))
+    if not at:
+        return backend
+    if not env.replace("_", "").replace("-", "").isalnum():
+        raise UnknownBackend("backend %r: after '@' comes an environment name (base, or a tox env "
+                             "of tox.ini, e.g. tf@tf_legacy)" % name)
+    return backend._replace(name=name, env=env, framework="%s [%s env]" % (backend.framework, env))
 
 
 def load_adapter_class(backend):

@@ -171,7 +171,9 @@ class TorchAdapter(TableAdapter):
                 "intra_op_threads": torch.get_num_threads(),
                 "inter_op_threads": torch.get_num_interop_threads(),
                 "mkldnn": bool(torch.backends.mkldnn.is_available()),
-                "blas": _torch_blas(torch)}
+                "blas": _torch_blas(torch),
+                # the instruction set ATen's CPU kernels dispatched to (AVX2, AVX512...)
+                "cpu_capability": torch.backends.cpu.get_cpu_capability()}
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
             info["cuda"] = torch.version.cuda
@@ -180,8 +182,8 @@ class TorchAdapter(TableAdapter):
 
 
 def _torch_blas(torch):
-    for line in torch.__config__.show().splitlines():
-        line = line.strip()
-        if line.startswith("- BLAS_INFO") or line.startswith("BLAS_INFO"):
-            return line.split("=", 1)[-1].strip()
-    return "unknown"
+    """The BLAS torch was built with, from its build settings ("BLAS_INFO=mkl, ...")."""
+    import re
+
+    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return found.group(1) if found else "unknown"

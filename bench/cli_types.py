@@ -121,11 +121,20 @@ def add_report_options(p):
     p.add_argument("--no-report", action="store_true", help="append records only")
 
 
-def add_matrix_options(p):
-    """--repeat and the executor (bench/executors/), on `run` and `sweep`."""
+def add_matrix_options(p, timing_runs):
+    """--repeat, the timing processes and the executor (bench/executors/), on `run` and `sweep`."""
+    from bench.jobs import DEFAULT_TIMING_STEPS
+
     p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="run every job N times (default: %(default)s); the report gives the "
                         "accuracy's mean and spread over the repeats")
+    p.add_argument("--timing-runs", type=positive_int, default=timing_runs, metavar="N",
+                   help="fresh processes per backend whose step times make its figure: the "
+                        "training run plus N-1 timing-only ones, interleaved across backends "
+                        "(default: %(default)s; 1: the training run alone, no CI across processes)")
+    p.add_argument("--timing-steps", type=positive_int, default=DEFAULT_TIMING_STEPS, metavar="S",
+                   help="steady steps a timing-only process times, after its first step and "
+                        "warm-up (default: %(default)s)")
     p.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local: one job after another here (default); ray: each job on a node of "
                         "a Ray cluster, one job per node (pip install 'convbench[ray]', docs/ray.md); "

@@ -8,19 +8,34 @@ A and B are each one of:
   record), looked up in `--results` (default results/runs.jsonl); a unique prefix of 4 or more
   characters will do.
 
-Records are paired by model, configuration (`bench.selection.CONFIG_KEYS`) and backend. Per pair:
-median steady step time of A and B (warm-up excluded; `bench.metrics.steady_steps_ns`), their ratio
-B/A, a two-sided Mann-Whitney U p-value on the two sets of steady step times, test accuracy, peak
-RSS, and a mark in the style of asv's `compare`:
+Records are paired by model, configuration (`bench.selection.CONFIG_KEYS`) and backend. The unit
+of evidence is a process, never a step: each side's figure is the median of its process medians
+(the training run and its timing-only processes, `convbench run --timing-runs N`), and the test
+is a two-sided Mann-Whitney U on the two sets of process medians. Steps of one process are
+correlated and share that process' luck, so a test on pooled steps calls any two runs different
+(with ~460 steps a side, p ~ 0 for a 2% shift that the next run reverses). Per pair: both
+figures, their ratio B/A, p, test accuracy, training memory, and a mark in the style of asv's
+`compare`:
 
     +  significant regression: p < alpha and B/A > threshold
     -  significant improvement: p < alpha and B/A < 1/threshold
-    ~  the ratio is past the threshold but the difference is not significant (p >= alpha)
+    ~  the ratio is past the threshold but the difference is not significant (p >= alpha), or
+       cannot be tested: fewer than MIN_PROCESSES processes on a side (with 3 against 3 the
+       smallest two-sided p Mann-Whitney U can give is 0.1)
     x  not comparable: a different network (spec_hash), configuration or machine (CPU model,
        cores, arch, GPUs; not the host name); figures shown, never counted as a regression
     !  ok in A, not ok in B (the status and reason are listed; nothing compared)
 
-The note column names what else changed: accuracy by 0.005 or more, peak RSS by more than 10%,
+Processes that ran beside other work (their record's `load` says noisy: other processes used more
+than 0.25 cores on average during the job, bench/load.py) are left out unless --include-noisy;
+the note says how many.
+
+The threshold guards against what no test here can see: drift between sessions on one machine
+(measured on these machines: 5-10% between runs minutes apart) is shared by all processes of a
+session, so it must be smaller than the threshold (default 10%) for a `+` to mean the code.
+
+The note column names what else changed: accuracy by 0.005 or more, training memory by more
+than 10%,
 the framework version, the host name, faults injected on either side (`CONVBENCH_INJECT`), and why
 a pair is marked x or !.
 
@@ -33,13 +48,14 @@ import os
 import numpy as np
 import pandas as pd
 
-from bench import metrics
 from bench.document import Table, Text, blocks_markdown
 from bench.results import read_records
-from bench.selection import CONFIG_KEYS, latest_rows
+from bench.selection import CONFIG_KEYS, latest_rows, process_medians
 
 PAIR_KEY = CONFIG_KEYS + ("backend",)
 MIN_PREFIX = 4
+#: processes a side needs for a test: Mann-Whitney U's smallest two-sided p is 0.029 at 4 vs 4
+MIN_PROCESSES = 4
 LEGEND = ("+ significant regression, - significant improvement (p < alpha and ratio past the "
           "threshold), ~ past the threshold but not significant, x not comparable, ! not ok in B")
 
@@ -97,8 +113,13 @@ def _newest_sessions(records, n=3):
     return ", ".join("%s at %s" % s for s in seen) or "none"
 
 
-def _rows(records):
-    """The newest row per (configuration, backend), with its records' steady step samples."""
+def _noisy(record):
+    return bool((record.get("load") or {}).get("noisy"))
+
+
+def _rows(records, include_noisy=False):
+    """The newest row per (configuration, backend), with its session's process medians (ms);
+    processes that ran beside other work (bench/load.py) are left out unless include_noisy."""
     df = latest_rows(records)
     if df.empty:
         return {}
@@ -106,16 +127,44 @@ def _rows(records):
     out = {}
     for _, row in df.iterrows():
         rec = row["_record"]
-        # the pooled repeats of that session (one record unless `--repeat N`)
+        # every process of that session: its training run(s) and timing-only processes
         same = [r for r in records if r.get("session_id") == rec.get("session_id")
                 and r.get("backend") == rec.get("backend") and r.get("model") == rec.get("model")
-                and r.get("config") == rec.get("config") and not r.get("sweep")
-                and r.get("status") == "ok"]
-        steady = np.concatenate([metrics.steady_steps_ns(r) / 1e6 for r in same]) if same \
-            else np.empty(0)
+                and r.get("spec_hash") == rec.get("spec_hash") and not r.get("sweep")
+                and r.get("status") == "ok" and _same_cell(r, rec)]
+        row = row.copy()
+        row["left_out"] = 0 if include_noisy else sum(_noisy(r) for r in same)
+        same = [r for r in same if include_noisy or not _noisy(r)]
         key = tuple(row[k] for k in PAIR_KEY)
-        out[key] = (row, steady)  # sorted by time: a later machine's row wins
+        out[key] = (row, process_medians(same))  # sorted by time: a later machine's row wins
     return out
+
+
+def _same_cell(a, b):
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    return all(ca.get(k) == cb.get(k) for k in ("batch_size", "optimizer", "dtype", "device",
+                                                "threads", "mode"))
+
+
+def judge(medians_a, medians_b, threshold=1.10, alpha=0.05):
+    """(ratio B/A of the medians of process medians, p or None, mark) for one pair."""
+    from scipy import stats
+
+    ratio = float(np.median(medians_b) / np.median(medians_a))
+    p = None
+    if len(medians_a) >= MIN_PROCESSES and len(medians_b) >= MIN_PROCESSES:
+        p = float(stats.mannwhitneyu(medians_a, medians_b, alternative="two-sided").pvalue)
+        p = None if math.isnan(p) else p
+    past = ratio > threshold or ratio < 1.0 / threshold
+    if past and p is not None and p < alpha:
+        return ratio, p, "+" if ratio > 1 else "-"
+    return ratio, p, "~" if past else ""
+
+
+def _memory(row):
+    """Training memory, MB; the whole process' peak for records made before it was measured."""
+    return _num(row["train_mem_mb"]) if _num(row["train_mem_mb"]) is not None \
+        else _num(row["peak_rss_mb"])
 
 
 def _ok(row):
@@ -166,9 +215,9 @@ def _notes(ra, rb):
     acc_a, acc_b = _num(ra["test_acc"]), _num(rb["test_acc"])
     if acc_a is not None and acc_b is not None and abs(acc_b - acc_a) >= 0.005:
         notes.append("accuracy %+.4f" % (acc_b - acc_a))
-    rss_a, rss_b = _num(ra["peak_rss_mb"]), _num(rb["peak_rss_mb"])
-    if rss_a and rss_b and abs(rss_b / rss_a - 1) > 0.10:
-        notes.append("peak RSS %+.0f%%" % (100 * (rss_b / rss_a - 1)))
+    mem_a, mem_b = _memory(ra), _memory(rb)
+    if mem_a and mem_b and abs(mem_b / mem_a - 1) > 0.10:
+        notes.append("memory %+.0f%%" % (100 * (mem_b / mem_a - 1)))
     ha, hb = ((r.get("machine") or {}).get("hostname") for r in (a, b))
     if ha != hb:
         notes.append("host %s -> %s" % (ha, hb))
@@ -179,16 +228,14 @@ def _notes(ra, rb):
     return notes
 
 
-def compare(records_a, records_b, threshold=1.10, alpha=0.05):
+def compare(records_a, records_b, threshold=1.10, alpha=0.05, include_noisy=False):
     """(table DataFrame, only_in_a, only_in_b): one row per (configuration, backend) in both."""
-    from scipy import stats
-
     if threshold < 1.0:
         raise CompareError("--threshold must be >= 1 (a ratio B/A, e.g. 1.10 for 10%% slower), "
                            "got %g" % threshold)
     if not 0 < alpha < 1:
         raise CompareError("--alpha must be between 0 and 1, got %g" % alpha)
-    rows_a, rows_b = _rows(records_a), _rows(records_b)
+    rows_a, rows_b = _rows(records_a, include_noisy), _rows(records_b, include_noisy)
     common = [k for k in rows_a if k in rows_b]
     only_a = [k for k in rows_a if k not in rows_b]
     only_b = [k for k in rows_b if k not in rows_a]
@@ -200,11 +247,13 @@ def compare(records_a, records_b, threshold=1.10, alpha=0.05):
             "status": ra["status"] if ra["status"] == rb["status"]
             else "%s -> %s" % (ra["status"], rb["status"]),
             "median A ms": None, "median B ms": None, "ratio": None, "p": None,
+            "n A": len(sa), "n B": len(sb),
             "acc A": _num(ra["test_acc"]), "acc B": _num(rb["test_acc"]),
-            "RSS A MB": _num(ra["peak_rss_mb"]), "RSS B MB": _num(rb["peak_rss_mb"]),
+            "mem A MB": _memory(ra), "mem B MB": _memory(rb),
             "mark": "", "note": "",
         }
-        notes = []
+        notes = ["%s: %d noisy process(es) left out (--include-noisy keeps them)" % (side, r["left_out"])
+                 for side, r in (("A", ra), ("B", rb)) if r["left_out"]]
         if not (_ok(ra) and _ok(rb)):
             if _ok(ra):
                 entry["mark"] = "!"
@@ -214,23 +263,24 @@ def compare(records_a, records_b, threshold=1.10, alpha=0.05):
             entry["note"] = "; ".join(notes)
             table.append(entry)
             continue
-        ma, mb = float(np.median(sa)), float(np.median(sb))
-        entry.update({"median A ms": ma, "median B ms": mb, "ratio": mb / ma})
-        if len(sa) >= 3 and len(sb) >= 3:
-            p = float(stats.mannwhitneyu(sa, sb, alternative="two-sided").pvalue)
-            entry["p"] = None if math.isnan(p) else p
-        else:
-            notes.append("too few steady steps for a test (%d, %d)" % (len(sa), len(sb)))
+        if not (len(sa) and len(sb)):
+            entry["mark"] = "~"
+            entry["note"] = "; ".join(notes + ["no process left to compare (%d, %d)" % (
+                len(sa), len(sb))] + _notes(ra, rb))
+            table.append(entry)
+            continue
+        ratio, p, mark = judge(sa, sb, threshold, alpha)
+        entry.update({"median A ms": float(np.median(sa)), "median B ms": float(np.median(sb)),
+                      "ratio": ratio, "p": p})
+        if p is None:
+            notes.append("too few processes for a test (%d, %d; --timing-runs %d or more)"
+                         % (len(sa), len(sb), MIN_PROCESSES))
         why = _incomparable(ra, rb)
-        ratio, p = entry["ratio"], entry["p"]
-        past = ratio > threshold or ratio < 1.0 / threshold
         if why:
             entry["mark"] = "x"
             notes += why
-        elif past and p is not None and p < alpha:
-            entry["mark"] = "+" if ratio > 1 else "-"
-        elif past:
-            entry["mark"] = "~"
+        else:
+            entry["mark"] = mark
         entry["note"] = "; ".join(notes + _notes(ra, rb))
         table.append(entry)
     return pd.DataFrame(table), only_a, only_b
@@ -260,14 +310,15 @@ def _shown(table):
     return Table(pd.DataFrame({
         "": table["mark"], "backend": table["backend"], "model": table["model"],
         "config": table["config"], "status": table["status"],
+        "n A": table["n A"], "n B": table["n B"],
         "median A ms": [f(v, "%.2f") for v in table["median A ms"]],
         "median B ms": [f(v, "%.2f") for v in table["median B ms"]],
         "ratio": [f(v, "%.3f") for v in table["ratio"]],
         "p": [fp(v) for v in table["p"]],
         "acc A": [f(v, "%.4f") for v in table["acc A"]],
         "acc B": [f(v, "%.4f") for v in table["acc B"]],
-        "RSS A MB": [f(v, "%.0f") for v in table["RSS A MB"]],
-        "RSS B MB": [f(v, "%.0f") for v in table["RSS B MB"]],
+        "mem A MB": [f(v, "%.0f") for v in table["mem A MB"]],
+        "mem B MB": [f(v, "%.0f") for v in table["mem B MB"]],
         "note": table["note"],
     }), css="compare")
 
@@ -280,14 +331,16 @@ def run(args):
     """The `convbench compare` command; returns the exit status."""
     label_a, records_a = resolve(args.a, args.results)
     label_b, records_b = resolve(args.b, args.results)
-    table, only_a, only_b = compare(records_a, records_b, args.threshold, args.alpha)
+    table, only_a, only_b = compare(records_a, records_b, args.threshold, args.alpha,
+                                    args.include_noisy)
     if table.empty:
         raise CompareError("A and B have no backend and configuration in common (A: %s; B: %s)"
                            % (", ".join(_describe(k) for k in only_a) or "no records",
                               ", ".join(_describe(k) for k in only_b) or "no records"))
     head = ["A: %s" % label_a, "B: %s" % label_b,
-            "ratio = median B / median A (steady steps); p: Mann-Whitney U, two-sided; "
-            "threshold %.2fx, alpha %g" % (args.threshold, args.alpha)]
+            "median: of the process medians (n: processes); ratio = median B / median A; p: "
+            "Mann-Whitney U on the process medians, two-sided; threshold %.2fx, alpha %g; mem: "
+            "training memory" % (args.threshold, args.alpha)]
     tail = ["marks: " + LEGEND]
     for side, keys in (("A", only_a), ("B", only_b)):
         tail += ["only in %s: %s" % (side, _describe(k)) for k in keys]

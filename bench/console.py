@@ -8,6 +8,8 @@ def record_label(record):
         label += " %s b%d t%d" % (record["model"], record["config"]["batch_size"], record["threads"])
     if record.get("repeat"):
         label += " r%d/%d" % (record["repeat"]["index"] + 1, record["repeat"]["of"])
+    if record.get("role") == "timing" and record.get("timing_run"):
+        label += " timing %d/%d" % (record["timing_run"]["index"] + 1, record["timing_run"]["of"])
     if (record.get("executor") or {}).get("kind") == "ray":
         label += " @%s" % record["executor"].get("hostname")
     return label
@@ -18,10 +20,13 @@ def one_line(record):
     s = record.get("summary") or {}
     if record["status"] != "ok":
         return "  %-14s %s: %s" % (record_label(record), record["status"].upper(), record["reason"])
-    line = "  %-14s ok  test acc %s  median step %s ms  %s img/s  peak RSS %s MB" % (
+    if record.get("role") == "timing":  # its accuracy (a few dozen steps) means nothing
+        return "  %-14s ok  median step %s ms  (timing only)" % (
+            record_label(record), num(s.get("median_step_ms"), "%.2f"))
+    line = "  %-14s ok  test acc %s  median step %s ms  %s img/s  train mem %s MB  peak RSS %s MB" % (
         record_label(record), num(s.get("test_accuracy"), "%.4f"),
         num(s.get("median_step_ms"), "%.2f"), num(s.get("images_per_s"), "%.0f"),
-        num(s.get("peak_rss_mb"), "%.0f"))
+        num(s.get("training_memory_mb"), "%.0f"), num(s.get("peak_rss_mb"), "%.0f"))
     if s.get("median_step_ms") is None:
         timing = record.get("timing") or {}
         line += "  (no step timed past the first and the %s warm-up steps: train longer)" % (

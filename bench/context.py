@@ -80,12 +80,63 @@ def git_commit():
         return None, None
 
 
-def measure_matmul_peak(env):
-    """fp32 GEMM peak in a fresh process with the run's thread budget (env: its environment)."""
+def math_env(environ=None):
+    """The variables that change which math kernels run (bench/worker.py: MATH_ENV)."""
+    from bench.worker import MATH_ENV
+
+    environ = os.environ if environ is None else environ
+    return dict((k, environ[k]) for k in sorted(environ) if k.startswith(MATH_ENV))
+
+
+def _peak_cache_path():
+    """Where measured peaks are kept per machine: $CONVBENCH_PEAK_CACHE ("off": nowhere), else
+    $XDG_CACHE_HOME/convbench/matmul_peaks.json (~/.cache by default)."""
+    path = os.environ.get("CONVBENCH_PEAK_CACHE")
+    if path:
+        return None if path == "off" else path
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "convbench", "matmul_peaks.json")
+
+
+def _peak_key(mach, threads, env):
+    return json.dumps([mach.get("cpu_model"), mach.get("cores"), mach.get("arch"), threads,
+                       math_env(env), sys.executable], sort_keys=True)
+
+
+def measure_matmul_peak(env, mach=None, threads=None):
+    """The machine's fp32 GEMM peak with the run's thread budget (env: its environment), measured
+    once per machine, thread budget, math-kernel settings and interpreter and then reused from
+    the cache, so every record of the machine divides by the same figure. A dict
+    (bench/peak.py: gflops, library, by_library, method) plus `measured_at` and `cached`, or None."""
+    path, key = _peak_cache_path(), _peak_key(mach or machine(), threads, env)
+    cache = {}
+    if path and os.path.isfile(path):
+        try:
+            with open(path) as fh:
+                cache = json.load(fh)
+        except (OSError, ValueError):
+            cache = {}
+    if isinstance(cache.get(key), dict) and cache[key].get("gflops"):
+        return dict(cache[key], cached=True)
     try:
         out = subprocess.run([sys.executable, "-m", "bench.peak"], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             universal_newlines=True, timeout=120)
-        return json.loads(out.stdout)["gflops"]
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+                             universal_newlines=True, timeout=300)
+        peak = json.loads(out.stdout)
+        peak["gflops"] = float(peak["gflops"])
+    except (OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError):
         return None
+    import datetime
+
+    peak["measured_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if path:
+        cache[key] = peak
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = "%s.%d.tmp" % (path, os.getpid())
+            with open(tmp, "w") as fh:
+                json.dump(cache, fh, indent=1)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache only means measuring again next time
+    return dict(peak, cached=False)

@@ -7,27 +7,25 @@ the record but excluded from the step statistics.
 
 3.6-compatible: CNTK's worker runs this too.
 """
+import gc
 import math
-import resource
 import time
 
 import numpy as np
 
-from backends.base import Adapter, clock_ns
-from bench import inject
+from backends.base import Adapter
+from bench import inject, memory
 from bench.data import Mnist, batches, epoch_order, order_digest
 from models.spec import init_weights, weights_digest
 
 
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def evaluate(adapter, x, y, batch_size):
-    """Test loss (mean softmax cross-entropy) and accuracy from the adapter's logits."""
+def evaluate(adapter, x, y, batch_size, dtype="float32"):
+    """Test loss (mean softmax cross-entropy) and accuracy from the adapter's logits; x: uint8
+    images, made floats one batch at a time."""
     total_loss, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
-        logits = np.asarray(adapter.predict(x[i:i + batch_size]), dtype=np.float64)
+        batch = Mnist.to_input(x[i:i + batch_size], dtype)
+        logits = np.asarray(adapter.predict(batch), dtype=np.float64)
         yb = y[i:i + batch_size]
         z = logits - logits.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -36,20 +34,51 @@ def evaluate(adapter, x, y, batch_size):
     return total_loss / len(y), correct / float(len(y))
 
 
+def _prepare_gc():
+    """The same garbage-collector state for every backend before its first step: a full
+    collection, then (3.7+) everything alive moved out of the collector's sight, so collections
+    during training only walk what training allocates. The collector stays on, as in users' code."""
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()
+    return [s["collections"] for s in gc.get_stats()]
+
+
+def _gc_report(before):
+    """What the collector did from the first step to the end (evaluations included)."""
+    after = [s["collections"] for s in gc.get_stats()]
+    return {"enabled": gc.isenabled(), "collected_before_training": True,
+            "frozen": hasattr(gc, "freeze"),
+            "collections_during_training": [b - a for a, b in zip(before, after)]}
+
+
+def _evaluate_apart(adapter, x, y, config, peaks):
+    """An evaluation, its memory peak kept apart from training's."""
+    peaks.evaluation_starts()
+    try:
+        return evaluate(adapter, x, y, config.eval_batch_size, config.dtype)
+    finally:
+        peaks.evaluation_ends()
+
+
 def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
     """Build, train and evaluate; return the worker's part of the record.
 
     faults: the injected faults for this worker (bench/inject.py; default: the unscoped ones);
     raw_write(bytes): the protocol channel without framing, for the garbage fault."""
+    rss_start = memory.rss_mb()
     t0 = time.time()
     mnist = Mnist(data_dir)
     n_train = config.limit_train or len(mnist.train_labels)
     n_test = config.limit_test or len(mnist.test_labels)
-    x_train = Mnist.to_input(mnist.train_images[:n_train], config.dtype)
+    # the images stay uint8 (47 MB, not 188 MB of float32) and become floats one batch at a time,
+    # outside the timed step, the same way for every backend
+    x_train = mnist.train_images[:n_train]
     y_train = mnist.train_labels[:n_train].astype(np.int64)
-    x_test = Mnist.to_input(mnist.test_images[:n_test], config.dtype)
+    x_test = mnist.test_images[:n_test]
     y_test = mnist.test_labels[:n_test].astype(np.int64)
     data_s = time.time() - t0
+    rss_after_data = memory.rss_mb()
 
     faults = inject.active() if faults is None else faults
     inject.wrap_adapter(adapter, faults, raw_write)
@@ -58,11 +87,14 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
     init = init_weights(spec, config.seed, config.dtype)
     adapter.set_weights(init)
     build_s = time.time() - t0
-    rss_after_build = _peak_rss_mb()
+    rss_after_build = memory.rss_mb()
+    peaks = memory.PhasePeaks()
 
     step_ns, step_loss, epochs, orders = [], [], [], []
     train_wall_s = 0.0
     steps_per_epoch = n_train // config.batch_size  # the last partial batch is dropped: equal steps
+    if config.max_steps:  # the first steps of the same epoch order: the same batches as a full run
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
     if steps_per_epoch < 1:
         raise ValueError("batch size %d is larger than the %d training examples"
                          % (config.batch_size, n_train))
@@ -72,7 +104,10 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
     for epoch in range(config.epochs):
         order = epoch_order(n_train, config.seed, epoch)
         orders.append(order)
-        index_batches = batches(order, config.batch_size, drop_last=True)
+        index_batches = batches(order, config.batch_size, drop_last=True)[:steps_per_epoch]
+        if epoch == 0:  # before the training clock starts
+            gc_before = _prepare_gc()
+            peaks.training_starts()
         state = {"wall0": time.perf_counter(), "paused": 0.0}
 
         def on_step(ns, loss):
@@ -85,7 +120,7 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
             if config.mode == "step" and (done % eval_every == 0 and done < steps_per_epoch):
                 # mid-epoch test accuracy for the accuracy-vs-time curve; its time is not training
                 p0 = time.perf_counter()
-                test_loss, test_acc = evaluate(adapter, x_test, y_test, config.eval_batch_size)
+                test_loss, test_acc = _evaluate_apart(adapter, x_test, y_test, config, peaks)
                 state["paused"] += time.perf_counter() - p0
                 elapsed = train_wall_s + time.perf_counter() - state["wall0"] - state["paused"]
                 curve.append({"epoch": epoch + 1, "step": len(step_ns), "train_s": elapsed,
@@ -93,7 +128,7 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
 
         def feed():
             for idx in index_batches:
-                yield x_train[idx], y_train[idx]
+                yield Mnist.to_input(x_train[idx], config.dtype), y_train[idx]
 
         if config.mode == "step":  # the harness's own loop, timing each train_step
             Adapter.train_epoch(adapter, feed(), on_step)
@@ -102,7 +137,7 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
         epoch_train_s = time.perf_counter() - state["wall0"] - state["paused"]
         train_wall_s += epoch_train_s
         e0 = time.perf_counter()
-        test_loss, test_acc = evaluate(adapter, x_test, y_test, config.eval_batch_size)
+        test_loss, test_acc = _evaluate_apart(adapter, x_test, y_test, config, peaks)
         eval_s = time.perf_counter() - e0
         if len(step_ns) != (epoch + 1) * steps_per_epoch:
             raise RuntimeError("adapter reported %d steps in epoch %d, expected %d"
@@ -119,6 +154,7 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
 
     peak_device = adapter.device_peak_bytes()
     return {
+        "gc": _gc_report(gc_before),
         "timing": {
             "step_ns": step_ns,
             "first_step_ns": step_ns[0],
@@ -132,8 +168,14 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
         "epochs": epochs,
         "curve": curve,
         "memory": {
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peaks.lifetime_mb(),
+            "rss_start_mb": rss_start,
+            "rss_after_data_mb": rss_after_data,
             "rss_after_build_mb": rss_after_build,
+            "train_peak_rss_mb": peaks.train_mb,
+            "eval_peak_rss_mb": peaks.eval_mb,
+            "training_mb": (peaks.train_mb - rss_after_build
+                            if peaks.train_mb is not None and rss_after_build is not None else None),
             "device_peak_mb": None if peak_device is None else peak_device / 2.0 ** 20,
         },
         "data": {

@@ -9,6 +9,49 @@ def steady_steps_ns(record):
     return np.asarray(steps[1 + int(timing.get("warmup_steps", 0)):], dtype=np.float64)
 
 
+#: a step this many times the steady median is a compilation (tracing, XLA, graph building)
+COMPILE_FACTOR = 5.0
+
+
+def compile_steps(record):
+    """(how many of the first step and the warm-up steps were compilations, their total ms): a
+    warm-up that does not cover every compile shows as a count above 1 + warm-up's share."""
+    timing = record.get("timing") or {}
+    steps = timing.get("step_ns") or []
+    head = steps[:1 + int(timing.get("warmup_steps", 0))]
+    steady = steady_steps_ns(record)
+    if not len(steady) or not head:
+        return None, None
+    limit = COMPILE_FACTOR * float(np.median(steady))
+    slow = [t for t in head if t > limit]
+    return len(slow), sum(slow) / 1e6
+
+
+def epoch_step_ms(record):
+    """Epoch mode's per-step figure: the epochs' training wall time (evaluation excluded) less the
+    first step and the warm-up, over the steady steps. Unlike the callbacks' step intervals it
+    includes what the framework's loop does between steps (Keras' iterator slicing and converting
+    the next batch), so it is comparable with step mode's harness-timed steps. None in step mode."""
+    if (record.get("config") or {}).get("mode") != "epoch":
+        return None
+    timing = record.get("timing") or {}
+    steps = timing.get("step_ns") or []
+    skip = 1 + int(timing.get("warmup_steps", 0))
+    if len(steps) <= skip or not timing.get("train_s"):
+        return None
+    return (timing["train_s"] * 1e3 - sum(steps[:skip]) / 1e6) / (len(steps) - skip)
+
+
+def process_step_ms(record):
+    """The one step-time figure of a process: epoch mode's epoch_step_ms, else the median steady
+    step; None when no step was timed past the warm-up."""
+    per_epoch = epoch_step_ms(record)
+    if per_epoch is not None:
+        return per_epoch
+    steady = steady_steps_ns(record)
+    return float(np.median(steady)) / 1e6 if len(steady) else None
+
+
 def bootstrap_median_ci(samples, confidence=0.95, resamples=2000, seed=0):
     """Percentile bootstrap CI of the median (scipy.stats.bootstrap)."""
     from scipy import stats
@@ -40,7 +83,11 @@ def summarize(record):
     peak = (record.get("machine") or {}).get("matmul_peak_gflops")
     gflops = (flops * batch / (median / 1e3) / 1e9) if (median and flops) else None
     timing = record.get("timing") or {}
+    compiles, compile_ms = compile_steps(record)
     return {
+        "compile_steps": compiles,
+        "compile_ms": compile_ms,
+        "epoch_step_ms": epoch_step_ms(record),
         "test_accuracy": epochs[-1]["test_accuracy"] if epochs else None,
         "median_step_ms": median,
         "step_ms_q1": float(np.percentile(steady, 25)) if len(steady) else None,
@@ -50,6 +97,7 @@ def summarize(record):
         "achieved_gflops": gflops,
         "pct_of_peak": 100.0 * gflops / peak if (gflops and peak) else None,
         "peak_rss_mb": (record.get("memory") or {}).get("peak_rss_mb"),
+        "training_memory_mb": (record.get("memory") or {}).get("training_mb"),
         "device_peak_mb": (record.get("memory") or {}).get("device_peak_mb"),
         "time_to_98_s": time_to_accuracy(record.get("curve"), 0.98),
         "time_to_99_s": time_to_accuracy(record.get("curve"), 0.99),

@@ -27,6 +27,16 @@ def backends_from_arg(text):
     if not names:
         raise UsageError("--backend is empty; give one or more of: %s" % ", ".join(registry.names()))
     try:
-        return [registry.get(n) for n in names]
+        backends = [registry.get(n) for n in names]
     except registry.UnknownBackend as exc:
         raise UsageError("%s; see `convbench list`" % exc)
+    known = None
+    for b in backends:
+        if "@" in b.name and b.env != "base":
+            from bench.envs import tox_env_list
+
+            known = known or tox_env_list()
+            if b.env not in known:
+                raise UsageError("backend %s: no environment %r (tox.ini has: base, %s)"
+                                 % (b.name, b.env, ", ".join(known)))
+    return backends

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from backends.base import TrainConfig
 from bench import metrics
 from bench.document import (Bullets, Document, Image, Preformatted, Section, Table, Text, to_html,
                             to_markdown)
@@ -29,19 +30,21 @@ def _fmt(value, digits=2):
 def _display_table(group):
     out = pd.DataFrame({
         "backend": group.backend, "framework": group.framework, "version": group.version,
-        "status": [_status_mark(st, inj) for st, inj in zip(group.status, group.injected)],
-        "runs": group.n_runs,
+        "status": [_status_mark(st, inj, noise)
+                   for st, inj, noise in zip(group.status, group.injected, group.noise)],
+        "processes": group.n_proc,
         "test acc": [_fmt(v, 4) + ((" ± %.4f" % sd) if sd is not None and sd == sd else "")
                      for v, sd in zip(group.test_acc, group.acc_sd)],
         "median step ms": group.median_ms.map(_fmt),
-        "95% CI ms": [("%s-%s" % (_fmt(lo), _fmt(hi))) if lo == lo and lo is not None else ""
-                      for lo, hi in zip(group.ci_lo, group.ci_hi)],
+        "95% CI ms": _ranges(group.ci_lo, group.ci_hi),
+        "process range ms": _ranges(group.proc_lo, group.proc_hi),
         "IQR ms": group.iqr_ms.map(_fmt),
         "images/s": group.images_per_s.map(lambda v: _fmt(v, 0)),
         "x fastest": group.ratio.map(_fmt),
         "GFLOP/s": group.gflops.map(lambda v: _fmt(v, 1)),
         "% peak": group.pct_peak.map(lambda v: _fmt(v, 1)),
         "first step ms": group.first_step_ms.map(lambda v: _fmt(v, 1)),
+        "train mem MB": group.train_mem_mb.map(lambda v: _fmt(v, 0)),
         "peak RSS MB": group.peak_rss_mb.map(lambda v: _fmt(v, 0)),
         "time to 98% s": group.t98.map(lambda v: _fmt(v, 1)),
         "time to 99% s": group.t99.map(lambda v: _fmt(v, 1)),
@@ -50,16 +53,34 @@ def _display_table(group):
     return out.reset_index(drop=True)
 
 
-def _status_mark(status, injected):
-    """ok stays plain; anything else is upper-cased so it stands out; injected faults are named."""
+def _ranges(lows, highs):
+    return [("%s-%s" % (_fmt(lo), _fmt(hi))) if lo is not None and lo == lo else ""
+            for lo, hi in zip(lows, highs)]
+
+
+def _status_mark(status, injected, noise=""):
+    """ok stays plain; anything else is upper-cased so it stands out; injected faults and a
+    machine that was not quiet are named."""
     mark = status if status.startswith("ok") else status.upper()
-    return mark + (" (injected: %s)" % injected if injected else "")
+    return mark + (" (injected: %s)" % injected if injected else "") + (
+        " (%s)" % noise if noise else "")
 
 
-def _group_title(key):
-    machine, model, device, batch, opt, dtype, threads, mode = key
-    return "%s on %s: batch %s, %s, %s, %s thread(s), %s mode — %s" % (
-        model, device, batch, opt, dtype, threads, mode, machine)
+def _group_title(key, config):
+    """The configuration in words; what the suite's defaults leave out is named when set."""
+    machine, model, device, batch, opt, dtype, threads, mode, _ = key
+    default = TrainConfig()
+    extra = ["lr %g" % config.get("lr", default.lr),
+             "%s epoch(s)" % config.get("epochs", default.epochs)]
+    for name, words in (("limit_train", "%s training examples"), ("limit_test", "%s test examples"),
+                        ("seed", "seed %s"), ("warmup_steps", "%s warm-up steps"),
+                        ("momentum", "momentum %s")):
+        if config.get(name, getattr(default, name)) != getattr(default, name):
+            extra.append(words % config.get(name))
+    if not config.get("dropout", True):
+        extra.append("no dropout")
+    return "%s on %s: batch %s, %s, %s, %s, %s thread(s), %s mode — %s" % (
+        model, device, batch, opt, ", ".join(extra), dtype, threads, mode, machine)
 
 
 def _figure_png(fig):
@@ -117,13 +138,20 @@ def _plots(group):
     plots["accuracy"] = _figure_png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(ok)))
-    ax.barh(list(ok.backend), list(ok.peak_rss_mb), color="tab:blue", label="peak RSS")
+    names = list(ok.backend)
+    base = pd.to_numeric(ok.rss_after_build_mb, errors="coerce")
+    train = pd.to_numeric(ok.train_mem_mb, errors="coerce")
+    if train.notna().any():  # records made before training memory was measured have no split
+        ax.barh(names, list(base.fillna(0)), color="lightgrey", label="after build (import, data, model)")
+        ax.barh(names, list(train.fillna(0)), left=list(base.fillna(0)), color="tab:blue",
+                label="training")
+    ax.plot(list(ok.peak_rss_mb), names, "k|", markersize=14, label="whole-process peak")
     if ok.device_peak_mb.notna().any():
-        ax.barh(list(ok.backend), list(ok.device_peak_mb.fillna(0)), color="tab:orange",
-                label="device peak", height=0.4)
-    ax.set_xlabel("MB (worker process)")
-    ax.set_title("Peak memory")
-    ax.legend(fontsize=8)
+        ax.barh(names, list(ok.device_peak_mb.fillna(0)), color="tab:orange",
+                label="device peak", height=0.3)
+    ax.set_xlabel("resident MB (worker process)")
+    ax.set_title("Memory: baseline, training, and the whole process' peak (evaluation included)")
+    ax.legend(fontsize=8, loc="lower right")
     plots["memory"] = _figure_png(fig)
     return plots
 
@@ -149,7 +177,9 @@ def _sweep_rows(records):
 def _sweep_table(rows):
     return pd.DataFrame({
         "backend": rows.backend, "model": rows.model, "batch size": rows.batch_size,
-        "threads": rows.threads, "status": [_status_mark(st, inj) for st, inj in zip(rows.status, rows.injected)],
+        "threads": rows.threads,
+        "status": [_status_mark(st, inj, noise)
+                   for st, inj, noise in zip(rows.status, rows.injected, rows.noise)],
         "runs": rows.n_runs, "median step ms": rows.median_ms.map(_fmt),
         "IQR ms": rows.iqr_ms.map(_fmt), "images/s": rows.images_per_s.map(lambda v: _fmt(v, 0)),
         "ms per image": (rows.median_ms / rows.batch_size).map(lambda v: _fmt(v, 3)),
@@ -195,6 +225,15 @@ def _sweep_plot(rows):
     return _figure_png(fig)
 
 
+def _peak_note(m):
+    peak = m.get("matmul_peak") or {}
+    if not peak:
+        return ""
+    others = "; ".join("%s %.1f" % kv for kv in sorted((peak.get("by_library") or {}).items()))
+    return " (best of: %s; measured %s%s)" % (others, peak.get("measured_at"),
+                                              ", reused from the machine's cache" if peak.get("cached") else "")
+
+
 def _context_lines(records):
     """Machine and software fingerprint of the newest records."""
     r = records[-1]
@@ -206,16 +245,20 @@ def _context_lines(records):
                                                m.get("ram_gb") or 0, m.get("os")),
         "CPU features: %s" % " ".join(m.get("cpu_flags") or []),
         "GPU: %s" % gpus,
-        "Measured fp32 matmul peak: %s GFLOP/s" % _fmt(m.get("matmul_peak_gflops"), 1),
+        "Measured fp32 matmul peak: %s GFLOP/s%s" % (_fmt(m.get("matmul_peak_gflops"), 1), _peak_note(m)),
+        "Math-kernel settings in the environment: %s" % (", ".join(
+            "%s=%s" % kv for kv in sorted((m.get("math_env") or {}).items())) or "none"),
         "git commit: %s%s" % (r.get("git_commit"), " (uncommitted changes)" if r.get("git_dirty") else ""),
     ]
     soft = {}
     for rec in records:
         env = rec.get("environment") or {}
         if env:
-            soft[rec["backend"]] = "%s %s, Python %s, NumPy %s%s" % (
+            soft[rec["backend"]] = "%s %s, Python %s, NumPy %s%s%s%s" % (
                 env.get("framework"), env.get("framework_version"), env.get("python"),
-                env.get("numpy"), (", BLAS " + env["blas"]) if env.get("blas") else "")
+                env.get("numpy"), (", BLAS " + env["blas"]) if env.get("blas") else "",
+                (", kernels " + env["cpu_capability"]) if env.get("cpu_capability") else "",
+                (", loaded: " + " ".join(env["math_libraries"])) if env.get("math_libraries") else "")
     lines += ["%s: %s" % (k, v) for k, v in sorted(soft.items())]
     return lines
 
@@ -231,12 +274,40 @@ METHODOLOGY = """\
 - Timed: one optimizer step, from handing over a prepared batch until its loss is back as a Python
   float (the device sync point). Not timed: batch slicing, evaluation, logging.
 - The first step (graph building, compilation) is reported apart ("first step ms"); it and the next
-  warm-up steps are excluded from the statistics. Median with a 95% bootstrap confidence interval
-  (scipy) and the interquartile range over all remaining steps.
+  warm-up steps are excluded from the statistics.
+- A step time is a property of a process as much as of a framework: where its buffers landed, what
+  else ran, how the CPU clocked. The spread between fresh processes is several times the spread
+  within one, and consecutive steps of one process are correlated, so a CI from one process' steps
+  claims far more than it knows. So each backend is measured in several fresh processes
+  (`--timing-runs`, default 5 for `convbench run`): the training run, plus timing-only processes
+  that time the first steps of the same training (same weights, same batches; 50 steady steps by
+  default), run after all training runs, interleaved across backends with the order rotated each
+  round. "median step ms" is the median of the process medians; "95% CI ms" is a percentile
+  bootstrap of that median over processes (scipy; shown from 3 processes up: it covers
+  process-to-process variation on this machine in this session, not other machines or days);
+  "process range ms" is the lowest and highest process median; "IQR ms" is the median of the
+  processes' own interquartile ranges (the jitter within a process). Accuracy, time to accuracy
+  and memory come from the training run(s) only.
+- Epoch mode (the framework's own loop: Keras `fit`, `Estimator.train`, timed by its callbacks):
+  a process' figure is the epochs' training wall time less the first step and the warm-up, per
+  steady step, so it includes what the loop does between steps (Keras' iterator slicing and
+  converting the next batch) and is comparable with step mode's; the callbacks' own step
+  intervals give the IQR. Mid-epoch evaluations happen in step mode only, so epoch mode's time to
+  98% / 99% is end-of-epoch time.
+- Load: the CPU time other processes used during each job is measured (/proc/stat less the worker
+  and convbench); above 0.25 cores on average the status says "noisy", and `compare` leaves such
+  processes out unless asked. Python's garbage collector gets the same treatment in every worker:
+  a full collection before the first step, `gc.freeze()` where available, then left on.
 - GFLOP/s: the spec's training FLOPs per example (conv and dense multiply-adds x 2, forward +
-  weight and input gradients) x batch / median step, against this machine's fp32 matmul peak
-  measured in the same run.
-- Peak RSS: the worker's maximum resident set; device peak where the framework reports it.
+  weight and input gradients) x batch / median step, against this machine's fp32 matmul peak:
+  the best float32 1024^3 GEMM of every library the suite's interpreter has (NumPy's BLAS and
+  torch's, interleaved), measured once per machine, thread budget and math-kernel settings and
+  then reused, so every record of a machine divides by the same figure.
+- Memory: MNIST stays uint8 in every worker, made float one batch at a time. "train mem MB" is
+  what training itself adds: the peak resident set from the first step to the first evaluation
+  (the kernel's high-water mark, reset before the first step) minus the resident set after the
+  framework import and model build. "peak RSS MB" is the whole process' peak, import, data and
+  evaluation at batch 1000 included. Device peak where the framework reports it.
 - Time to 98% / 99%: training seconds (evaluation excluded) until a test-set evaluation (4 per
   epoch) first reached it.
 """
@@ -259,7 +330,8 @@ def build_document(records, microbench_dir=None):
         if ratio:
             blocks.append(Text(ratio, css="target"))
         blocks += [Image("g%d_%s.png" % (i, name), png, name) for name, png in _plots(group).items()]
-        sections.append(Section(_group_title(key), blocks))
+        config = group._record.iloc[0].get("config") or {}
+        sections.append(Section(_group_title(key, config), blocks))
     for sweep_id, rows in _sweep_rows(records).items():
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))

@@ -11,6 +11,7 @@ import threading
 import time
 
 from bench import envs, inject
+from bench.load import LoadMeter
 from bench.paths import REPO
 from bench.worker import MEMORY_LIMIT_VAR
 
@@ -26,7 +27,7 @@ class WorkerOutcome(object):
     """How a worker ended: status ok|failed|timeout|unavailable|unsupported, payload, stderr tail."""
 
     def __init__(self, status, payload=None, reason=None, stderr_tail="", wall_s=0.0, returncode=None,
-                 injected=None):
+                 injected=None, load=None):
         self.status = status
         self.payload = payload or {}
         self.reason = _one_line(reason)
@@ -34,6 +35,7 @@ class WorkerOutcome(object):
         self.wall_s = wall_s
         self.returncode = returncode
         self.injected = injected or None  # faults CONVBENCH_INJECT put into this worker
+        self.load = load  # other processes' CPU use during the job (bench/load.py)
 
 
 def _one_line(reason):
@@ -91,6 +93,7 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
         env[MEMORY_LIMIT_VAR] = str(int(memory_limit_mb))
     injected = inject.active(backend.name, environ=env)
     stderr_file = tempfile.NamedTemporaryFile(prefix="convbench-worker-", suffix=".stderr", delete=False)
+    meter = LoadMeter()
     try:
         proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=REPO, env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
@@ -144,7 +147,8 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
         tail = _tail(stderr_file.name)
         os.unlink(stderr_file.name)
     wall = time.time() - t0
-    ended = dict(stderr_tail=tail, wall_s=wall, returncode=proc.returncode, injected=injected)
+    ended = dict(stderr_tail=tail, wall_s=wall, returncode=proc.returncode, injected=injected,
+                 load=meter.stop())
 
     if timed_out.is_set():
         return WorkerOutcome("timeout", reason="no result after %.0f s (the limit, --timeout); the "

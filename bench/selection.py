@@ -1,24 +1,28 @@
 """Which records a table shows: per machine, configuration and backend, the newest session.
 
 Shared by the report (bench/report.py) and `convbench compare` (bench/compare.py), so both pick
-the same rows from the same records. The repeats of a `--repeat N` session are pooled into one row.
+the same rows from the same records. A session's records of one backend (its repeats, its
+timing-only processes) become one row: `pooled_row` says how.
 """
 import numpy as np
 import pandas as pd
 
 from bench import metrics
+from bench.jobs import work_hash
 
 # what makes two runs comparable (the configuration); the report also splits by machine
 CONFIG_KEYS = ("model", "device", "batch_size", "optimizer", "dtype", "threads", "mode")
-GROUP_KEYS = ("machine",) + CONFIG_KEYS
+# a table never mixes two networks or two training configurations (bench/jobs.py: work_hash)
+GROUP_KEYS = ("machine",) + CONFIG_KEYS + ("work_hash",)
 ROW_KEY = GROUP_KEYS + ("backend",)
 
 COLUMNS = [
     ("backend", "backend"), ("framework", "framework"), ("version", "version"),
     ("status", "status"), ("test_acc", "test acc"), ("median_ms", "median step ms"),
-    ("ci95", "95% CI ms"), ("iqr_ms", "IQR ms"), ("images_per_s", "images/s"),
+    ("ci95", "95% CI ms"), ("proc_range", "process range ms"), ("iqr_ms", "IQR ms"), ("images_per_s", "images/s"),
     ("ratio", "x fastest"), ("gflops", "GFLOP/s"), ("pct_peak", "% peak"),
-    ("first_step_ms", "first step ms"), ("peak_rss_mb", "peak RSS MB"),
+    ("first_step_ms", "first step ms"), ("train_mem_mb", "train mem MB"),
+    ("peak_rss_mb", "peak RSS MB"),
     ("t98", "time to 98% s"), ("t99", "time to 99% s"), ("reason", "reason"),
 ]
 
@@ -27,15 +31,16 @@ def _flatten(record):
     s = record.get("summary") or {}
     c = record.get("config") or {}
     env = record.get("environment") or {}
-    steady = metrics.steady_steps_ns(record) / 1e6
-    lo, hi = metrics.bootstrap_median_ci(steady) if len(steady) else (None, None)
     repeat = record.get("repeat") or {}
     sweep = record.get("sweep") or {}
     return {
         "machine": machine_label(record),
-        "session_id": record.get("session_id"),
+        "session_id": record.get("session_id"), "role": record.get("role") or "train",
+        "work_hash": record.get("work_hash") or work_hash(record.get("spec_hash"), c),
         "repeat_index": repeat.get("index"), "sweep_id": sweep.get("id"),
         "injected": ", ".join("%s=%s" % kv for kv in sorted((record.get("injected") or {}).items())),
+        "noisy": bool((record.get("load") or {}).get("noisy")),
+        "other_cores": (record.get("load") or {}).get("other_cores"),
         "model": record.get("model"), "device": record.get("device"),
         "batch_size": c.get("batch_size"), "optimizer": c.get("optimizer"), "dtype": c.get("dtype"),
         "threads": record.get("threads"), "mode": c.get("mode", "step"),
@@ -43,11 +48,12 @@ def _flatten(record):
         "version": env.get("framework_version", ""), "status": record.get("status"),
         "reason": record.get("reason") or "", "time": record.get("time"),
         "test_acc": s.get("test_accuracy"), "median_ms": s.get("median_step_ms"),
-        "ci_lo": lo, "ci_hi": hi,
         "iqr_ms": (s["step_ms_q3"] - s["step_ms_q1"]) if s.get("step_ms_q1") is not None else None,
         "images_per_s": s.get("images_per_s"), "gflops": s.get("achieved_gflops"),
         "pct_peak": s.get("pct_of_peak"), "first_step_ms": s.get("first_step_ms"),
         "peak_rss_mb": s.get("peak_rss_mb"), "device_peak_mb": s.get("device_peak_mb"),
+        "train_mem_mb": s.get("training_memory_mb"),
+        "rss_after_build_mb": (record.get("memory") or {}).get("rss_after_build_mb"),
         "t98": s.get("time_to_98_s"), "t99": s.get("time_to_99_s"),
         "epochs": c.get("epochs"), "limit_train": c.get("limit_train"),
         "_record": record,
@@ -61,31 +67,61 @@ def machine_label(record):
                                   m.get("cores") or "?")
 
 
+def process_medians(records):
+    """Each process' step-time figure, ms (bench/metrics.py: process_step_ms: the median steady
+    step, or in epoch mode the epoch wall time per steady step); processes too short to time a
+    step are left out."""
+    figures = (metrics.process_step_ms(r) for r in records)
+    return np.array([f for f in figures if f is not None])
+
+
+def noise_note(rows):
+    """'' when every record ran on a quiet machine, else how many did not and the worst load."""
+    noisy = rows[rows.noisy]
+    if noisy.empty:
+        return ""
+    return "noisy: %d of %d process(es) ran beside other work (up to %.2f cores)" % (
+        len(noisy), len(rows), noisy.other_cores.max())
+
+
 def pooled_row(rows):
-    """One row from the records of one backend's newest session (several when --repeat N)."""
-    if len(rows) == 1:
-        row = rows.iloc[0].copy()
-        row["acc_sd"], row["n_runs"] = None, 1
+    """One row from one backend's records of one session: its training run(s) and, with
+    `--timing-runs N`, its timing-only processes.
+
+    Step time: the median of the process medians, a 95% bootstrap CI across processes (3 or more;
+    none for fewer: the steps of one process cannot show the spread between processes) and the
+    range of the process medians. Accuracy: mean and spread over the training runs."""
+    train = rows[rows.role != "timing"]
+    ok, ok_train = rows[rows.status == "ok"], train[train.status == "ok"]
+    source = ok_train if len(ok_train) else (train if len(train) else rows)
+    row = source.sort_values("time").iloc[-1].copy()
+    row["n_runs"] = len(train)
+    row["noise"] = noise_note(rows)
+    medians = process_medians(ok._record)
+    row["n_proc"] = len(medians)
+    row["status"] = "ok" if len(ok) == len(rows) else (
+        row["status"] if ok.empty else "ok %d of %d" % (len(ok), len(rows)))
+    row["acc_sd"] = float(ok_train.test_acc.std(ddof=1)) if len(ok_train) > 1 else None
+    row["proc_lo"] = row["proc_hi"] = row["ci_lo"] = row["ci_hi"] = None
+    if not len(medians):
         return row
-    ok = rows[rows.status == "ok"]
-    row = (ok if len(ok) else rows).sort_values("time").iloc[-1].copy()
-    row["n_runs"] = len(rows)
-    if ok.empty:
-        row["acc_sd"] = None
-        return row
-    # statistics over every repeat's steady steps; accuracy as mean and spread over the repeats
-    steady = np.concatenate([metrics.steady_steps_ns(r) / 1e6 for r in ok._record])
-    row["status"] = "ok" if len(ok) == len(rows) else "ok %d of %d" % (len(ok), len(rows))
-    row["median_ms"] = float(np.median(steady))
-    row["ci_lo"], row["ci_hi"] = metrics.bootstrap_median_ci(steady)
-    row["iqr_ms"] = float(np.percentile(steady, 75) - np.percentile(steady, 25))
-    scale = ok.median_ms.iloc[-1] / row["median_ms"]  # throughput figures follow the pooled median
-    for col in ("images_per_s", "gflops", "pct_peak"):
-        row[col] = ok[col].iloc[-1] * scale if ok[col].iloc[-1] is not None else None
-    row["test_acc"] = float(ok.test_acc.mean())
-    row["acc_sd"] = float(ok.test_acc.std(ddof=1)) if len(ok) > 1 else None
-    for col in ("first_step_ms", "peak_rss_mb", "t98", "t99"):
-        row[col] = ok[col].median()
+    median = float(np.median(medians))
+    if row["median_ms"] is not None and row["median_ms"] == row["median_ms"]:
+        scale = row["median_ms"] / median  # throughput figures follow the headline median
+        for col in ("images_per_s", "gflops", "pct_peak"):
+            row[col] = row[col] * scale if row[col] is not None else None
+    row["median_ms"] = median
+    row["proc_lo"], row["proc_hi"] = float(medians.min()), float(medians.max())
+    if len(medians) >= 3:
+        row["ci_lo"], row["ci_hi"] = metrics.bootstrap_median_ci(medians)
+    steady = [metrics.steady_steps_ns(r) / 1e6 for r in ok._record]
+    row["iqr_ms"] = float(np.median([np.percentile(ms, 75) - np.percentile(ms, 25)
+                                     for ms in steady if len(ms)]))
+    if len(ok_train):
+        row["test_acc"] = float(ok_train.test_acc.mean())
+        for col in ("first_step_ms", "train_mem_mb", "peak_rss_mb", "rss_after_build_mb", "t98",
+                    "t99"):
+            row[col] = ok_train[col].median()
     return row
 
 

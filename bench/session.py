@@ -8,6 +8,7 @@ import datetime
 import uuid
 
 from bench import SCHEMA_VERSION, context, envs, metrics
+from bench.jobs import work_hash
 
 
 def new_session_context(threads):
@@ -15,7 +16,11 @@ def new_session_context(threads):
     commit, dirty = context.git_commit()
     mach = context.machine()
     budget = threads or mach["cores"]
-    mach["matmul_peak_gflops"] = context.measure_matmul_peak(envs.process_environment(budget))
+    env = envs.process_environment(budget)
+    peak = context.measure_matmul_peak(env, mach, budget)
+    mach["matmul_peak_gflops"] = peak["gflops"] if peak else None
+    mach["matmul_peak"] = peak
+    mach["math_env"] = context.math_env(env)
     return {"session_id": uuid.uuid4().hex[:12], "git_commit": commit, "git_dirty": dirty,
             "machine": mach, "threads": budget}
 
@@ -44,10 +49,13 @@ def build_record(backend, spec, config, session, outcome, extra=None):
         "wall_s": round(outcome.wall_s, 3),
         "stderr_tail": outcome.stderr_tail if outcome.status != "ok" else "",
         "injected": outcome.injected,  # also on records of workers that died of their fault
+        "load": getattr(outcome, "load", None),
     }
     if outcome.status == "ok":
         record.update(outcome.payload)
     record["summary"] = metrics.summarize(record) if outcome.status == "ok" else {}
-    record.update({"sweep": None, "repeat": None, "executor": {"kind": "local"}})
+    record.update({"sweep": None, "repeat": None, "role": "train", "timing_run": None,
+                   "work_hash": work_hash(spec.spec_hash, config.to_dict()),
+                   "executor": {"kind": "local"}})
     record.update(extra or {})
     return record

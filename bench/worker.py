@@ -15,6 +15,7 @@ framework (lazily, through the registry) and nothing it imports may be newer tha
 import json
 import os
 import platform
+import re
 import sys
 import traceback
 
@@ -77,7 +78,28 @@ def _software():
     return {"python": platform.python_version(), "python_implementation": platform.python_implementation(),
             "numpy": np.__version__, "executable": sys.executable,
             "thread_env": dict((k, os.environ[k]) for k in sorted(os.environ) if k.endswith("_NUM_THREADS")),
-            "cpu_affinity": _affinity()}
+            "cpu_affinity": _affinity(),
+            "math_libraries": _math_libraries(),
+            "math_env": dict((k, os.environ[k]) for k in sorted(os.environ) if k.startswith(MATH_ENV))}
+
+
+#: environment variables that change which math kernels run (OpenBLAS' core type and cache size,
+#: MKL's code path, oneDNN's ISA limit): part of the fingerprint
+MATH_ENV = ("OPENBLAS_", "MKL_", "DNNL_", "ONEDNN_", "KMP_", "XLA_FLAGS", "TF_ENABLE_ONEDNN")
+_MATH_LIB = re.compile(r"(mkl|openblas|dnnl|mkldnn|blis|iomp|gomp|onednn|xla|eigen|accelerate)",
+                       re.IGNORECASE)
+
+
+def _math_libraries():
+    """The math libraries this worker really loaded (shared objects mapped into it), by file
+    name: what a framework's build settings cannot tell (CNTK bundles MKL; NumPy wheels bundle
+    OpenBLAS). None where /proc/self/maps is missing."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = set(line.split()[-1] for line in fh if "/" in line)
+    except OSError:
+        return None
+    return sorted(set(os.path.basename(p) for p in paths if _MATH_LIB.search(os.path.basename(p))))
 
 
 def _affinity():

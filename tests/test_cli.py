@@ -11,7 +11,8 @@ from bench import data
 from bench.paths import REPO
 from bench.schema import validate_file
 
-SMALL = ["--limit-train", "512", "--limit-test", "500", "--batch-size", "64", "--warmup-steps", "1"]
+SMALL = ["--limit-train", "512", "--limit-test", "500", "--batch-size", "64", "--warmup-steps", "1",
+         "--timing-runs", "1"]
 
 
 def convbench(*args, env=None):
@@ -172,7 +173,8 @@ def test_model_training_defaults_apply_unless_a_flag_is_given(tmp_path):
     """cntk_103d's [training] lr is used where no --lr is given; a flag always wins."""
     results = str(tmp_path / "runs.jsonl")
     tiny = ["--backend", "numpy", "--model", "cntk_103d", "--results", results, "--no-report",
-            "--limit-train", "128", "--limit-test", "100", "--warmup-steps", "0"]
+            "--limit-train", "128", "--limit-test", "100", "--warmup-steps", "0",
+            "--timing-runs", "1"]
     assert convbench("run", *tiny).returncode == 0
     assert convbench("run", "--lr", "0.02", "--batch-size", "32", *tiny).returncode == 0
     configs = [json.loads(l)["config"] for l in open(results)]
@@ -185,7 +187,7 @@ def test_a_run_too_short_to_time_a_step_still_reports(tmp_path):
     why, the report leaves the cell empty instead of failing on an empty distribution."""
     results = str(tmp_path / "runs.jsonl")
     proc = convbench("run", "--backend", "numpy", "--results", results, "--limit-train", "512",
-                     "--limit-test", "200", "--warmup-steps", "5")
+                     "--limit-test", "200", "--warmup-steps", "5", "--timing-runs", "1")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "median step n/a ms" in proc.stderr and "train longer" in proc.stderr, proc.stderr
@@ -202,3 +204,21 @@ def test_report_on_a_file_without_records_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "line 1: skipped, not a valid record (a JSON object without" in proc.stderr
     assert "No records yet" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_tf_adapter_runs_on_tf_2_15_as_a_control(tmp_path):
+    """`tf@tf_legacy`: the tf adapter in the tf_legacy env (TF 2.15), beside tf_layers and
+    tf_estimator, so API and version can be told apart."""
+    import needs
+    from bench import envs
+
+    if not envs.env_exists("tf_legacy"):
+        needs.missing("tf_legacy", "its env is not built; fix: python -m bench.envs tf_legacy")
+    results = str(tmp_path / "runs.jsonl")
+    proc = convbench("run", "--backend", "tf@tf_legacy", "--results", results, "--no-report", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = [json.loads(l) for l in open(results)]
+    assert r["status"] == "ok" and r["backend"] == "tf@tf_legacy", r["reason"]
+    assert r["environment"]["framework_version"].startswith("2.15.")
+    assert r["summary"]["test_accuracy"] > 0.3

@@ -56,7 +56,8 @@ def test_unbuildable_environments_give_unavailable_records_naming_what_is_missin
     results.write_text(earlier)
 
     proc = run_in(broken_repo, "-m", "bench", "run", "--backend", "broken-pkg,broken-python,numpy",
-                  "--limit-train", "1280", "--limit-test", "500", "--results", str(results))
+                  "--limit-train", "1280", "--limit-test", "500", "--timing-runs", "1",
+                  "--results", str(results))
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
 

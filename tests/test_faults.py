@@ -29,7 +29,7 @@ from bench.schema import validate_file
 from models.spec import LAYER_KINDS, ModelSpec, SpecError, load_spec, spec_from_dict
 from procs import TAG_VAR, tagged_processes
 
-SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64",
+SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64", "--timing-runs", "1",
          "--warmup-steps", "1", "--threads", "1", "--no-report"]
 MNIST = data.resolve_data_dir(download=False)  # the real files, found before any test changes env
 TORCH_HINT = "pip install 'convbench[torch]'"

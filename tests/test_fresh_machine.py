@@ -17,6 +17,7 @@ from bench.paths import REPO
 from repo_copy import copy_env, copy_repo, run_in
 
 SMALL = ["--limit-train", "256", "--limit-test", "200", "--batch-size", "64", "--warmup-steps", "1",
+         "--timing-runs", "1",
          "--no-report"]
 
 

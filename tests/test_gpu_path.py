@@ -20,7 +20,8 @@ def test_device_cuda_without_gpu_gives_unavailable_records(tmp_path):
     results = str(tmp_path / "runs.jsonl")
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "run", "--backend", ",".join(names), "--device", "cuda",
-         "--limit-train", "256", "--limit-test", "100", "--batch-size", "64", "--results", results,
+         "--limit-train", "256", "--limit-test", "100", "--batch-size", "64", "--timing-runs", "1",
+         "--results", results,
          "--no-report"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
         timeout=600)

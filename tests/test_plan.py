@@ -77,3 +77,15 @@ def test_backends_from_arg_keeps_the_order_and_names_the_fix():
         backends_from_arg(" , ")
     with pytest.raises(UsageError, match="see `convbench list`"):
         backends_from_arg("numpy,nope")
+
+
+def test_name_at_env_runs_an_adapter_in_another_of_its_environments():
+    (b,) = backends_from_arg("tf@tf_legacy")
+    assert (b.name, b.env, b.target) == ("tf@tf_legacy", "tf_legacy", "backends.tf_backend:TfAdapter")
+    assert b.framework == "TensorFlow [tf_legacy env]"
+    with pytest.raises(UsageError, match=r"no environment 'nowhere' \(tox.ini has: base, tf"):
+        backends_from_arg("tf@nowhere")
+    with pytest.raises(UsageError, match="unknown backend 'nope@tf'"):
+        backends_from_arg("nope@tf")
+    with pytest.raises(UsageError, match="after '@' comes an environment name"):
+        backends_from_arg("tf@../x")

@@ -31,6 +31,7 @@ import needs
 from procs import TAG_VAR, tagged_processes
 
 SHORT = ["--backend", "numpy", "--threads", "1", "--limit-train", "1024", "--limit-test", "200",
+         "--timing-runs", "1",
          "--warmup-steps", "1", "--no-report"]
 
 #: what may differ between a job's record from the local executor and from Ray. Everything else
@@ -42,11 +43,13 @@ VOLATILE = {
     "machine",                        # fingerprint incl. the matmul peak, measured per session/node
     "environment.executable",         # the node's interpreter path (python vs python3, same venv)
     "wall_s", "timing", "memory",     # measurements
+    "load", "gc",                     # the machine's other work; the collector's passes
     "sweep.id",                       # one per sweep invocation
     "summary.median_step_ms", "summary.step_ms_q1", "summary.step_ms_q3", "summary.images_per_s",
     "summary.first_step_ms", "summary.achieved_gflops", "summary.pct_of_peak",
     "summary.peak_rss_mb", "summary.device_peak_mb", "summary.train_s", "summary.time_to_98_s",
-    "summary.time_to_99_s",
+    "summary.time_to_99_s", "summary.training_memory_mb", "summary.compile_steps",
+    "summary.compile_ms", "summary.epoch_step_ms",
     "epochs[].train_s", "epochs[].elapsed_s", "epochs[].eval_s", "curve[].train_s",
 }
 

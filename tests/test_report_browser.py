@@ -26,6 +26,7 @@ from bench.paths import REPO
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 INSTALL = "apt-get install chromium chromium-driver"
 SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64", "--threads", "1",
+         "--timing-runs", "1",
          "--no-report"]
 XSS = "<script>window.__xss=1</script>seed"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

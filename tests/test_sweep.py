@@ -8,14 +8,17 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+
 from backends import registry
 from backends.base import TrainConfig
-from bench.jobs import expand
+from bench.jobs import expand, work_hash
 from bench.paths import REPO
 from bench.schema import validate_file
 from models.spec import load_spec
 
-SHORT = ["--backend", "numpy", "--limit-train", "1024", "--limit-test", "200", "--warmup-steps", "1"]
+SHORT = ["--backend", "numpy", "--limit-train", "1024", "--limit-test", "200", "--warmup-steps", "1",
+         "--timing-runs", "1"]
 
 
 def convbench(*args, env=None):
@@ -35,7 +38,7 @@ def test_expand_is_the_full_matrix_in_run_order():
     numpy, torch = registry.get("numpy"), registry.get("torch")
     a, b = load_spec("seed_convnet"), load_spec("mlp")
     jobs = expand([numpy, torch], [a, b], TrainConfig(), batch_sizes=[32, 64],
-                        threads=[1, 2], repeat=3, sweep_axes={"batch_size": [32, 64], "threads": [1, 2]})
+                  threads=[1, 2], repeat=3, sweep_axes={"batch_size": [32, 64], "threads": [1, 2]})
     assert len(jobs) == 2 * 2 * 2 * 2 * 3
     assert [j.index for j in jobs] == list(range(len(jobs)))
     cells = [(j.config.threads, j.spec.name, j.config.batch_size, j.repeat["index"], j.backend.name)
@@ -45,7 +48,9 @@ def test_expand_is_the_full_matrix_in_run_order():
     assert len(set(cells)) == len(cells)
     assert all(j.repeat["of"] == 3 for j in jobs)
     assert len(set(j.sweep["id"] for j in jobs)) == 1 and re.match("^[0-9a-f]{12}$", jobs[0].sweep["id"])
-    assert jobs[0].fields() == {"sweep": jobs[0].sweep, "repeat": {"index": 0, "of": 3}}
+    assert jobs[0].fields() == {"sweep": jobs[0].sweep, "repeat": {"index": 0, "of": 3},
+                                "role": "train", "timing_run": None,
+                                "work_hash": work_hash(a.spec_hash, jobs[0].config.to_dict())}
     # a plain run: no sweep, no repeat
     plain = expand([numpy], [a], TrainConfig(batch_size=16, threads=4))
     assert [(j.config.batch_size, j.config.threads, j.repeat, j.sweep) for j in plain] == [(16, 4, None, None)]
@@ -153,3 +158,64 @@ def test_inline_executor_refuses_injected_faults(tmp_path):
     (line,) = proc.stderr.strip().splitlines()[-1:]
     assert "--executor inline cannot inject faults" in line and "fix: use --executor local" in line
     assert not os.path.exists(path)
+
+
+def test_run_times_each_backend_in_fresh_interleaved_processes(tmp_path):
+    """--timing-runs N: the training run plus N-1 timing-only processes a backend, after the
+    training runs, in rounds with the backend order rotated; the report's figure is the median
+    of the process medians with a CI across them and their range."""
+    path = str(tmp_path / "runs.jsonl")
+    proc = convbench("run", "--backend", "numpy,torch", "--limit-train", "1024", "--limit-test", "200",
+                     "--batch-size", "64", "--threads", "1", "--warmup-steps", "1",
+                     "--timing-runs", "3", "--timing-steps", "5", "--results", path,
+                     "--report-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert validate_file(path) == (6, [])
+    records = records_of(path)
+    assert [(r["backend"], r["role"], (r["timing_run"] or {}).get("index")) for r in records] == [
+        ("numpy", "train", 0), ("torch", "train", 0), ("torch", "timing", 1), ("numpy", "timing", 1),
+        ("numpy", "timing", 2), ("torch", "timing", 2)]
+    assert len(set(r["session_id"] for r in records)) == 1
+    for r in records:
+        assert r["status"] == "ok", r["reason"]
+        assert r["timing_run"]["of"] == 3
+        if r["role"] == "timing":  # the first step, the warm-up step and 5 steady steps
+            assert r["summary"]["steps"] == 7 and r["config"]["max_steps"] == 7
+            assert r["timing"]["step_ns"] and r["config"]["evals_per_epoch"] == 0
+            assert r["step_loss"] == [x for t in records if t["role"] == "train"
+                                      and t["backend"] == r["backend"] for x in t["step_loss"]][:7]
+        else:
+            assert r["summary"]["steps"] == 16
+    assert "timing 3/3" in proc.stderr and "(timing only)" in proc.stderr
+    md = (tmp_path / "report.md").read_text()
+    (row,) = [l for l in md.splitlines() if l.startswith("| numpy ")]
+    header = [l for l in md.splitlines() if l.startswith("| backend ")][0]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    medians = sorted(float(np.median(np.asarray(r["timing"]["step_ns"][2:]) / 1e6))
+                     for r in records if r["backend"] == "numpy")
+    assert cells["processes"] == "3"
+    assert cells["median step ms"] == "%.2f" % medians[1]
+    assert cells["process range ms"] == "%.2f-%.2f" % (medians[0], medians[2])
+    lo, hi = (float(x) for x in cells["95% CI ms"].split("-"))
+    assert round(medians[0], 2) <= lo <= hi <= round(medians[2], 2)
+    assert cells["test acc"] == "%.4f" % records[0]["summary"]["test_accuracy"]  # training run only
+
+
+def test_timing_processes_follow_the_training_runs_in_rotated_rounds():
+    numpy, torch, tf = registry.get("numpy"), registry.get("torch"), registry.get("tf")
+    config = TrainConfig(batch_size=64, warmup_steps=2, limit_test=5000)
+    jobs = expand([numpy, torch, tf], [load_spec("seed_convnet")], config, timing_runs=4,
+                  timing_steps=10)
+    assert [(j.backend.name, j.role, j.timing["index"]) for j in jobs] == [
+        ("numpy", "train", 0), ("torch", "train", 0), ("tf", "train", 0),
+        ("torch", "timing", 1), ("tf", "timing", 1), ("numpy", "timing", 1),
+        ("tf", "timing", 2), ("numpy", "timing", 2), ("torch", "timing", 2),
+        ("numpy", "timing", 3), ("torch", "timing", 3), ("tf", "timing", 3)]
+    quick = jobs[-1].config
+    assert (quick.max_steps, quick.limit_train, quick.epochs, quick.evals_per_epoch,
+            quick.limit_test) == (1 + 2 + 10, 0, 1, 0, 1000)
+    assert "max_steps" in quick.to_dict() and "max_steps" not in config.to_dict()
+    assert jobs[0].config == config and jobs[-1].label().endswith("timing 4/4")
+    assert len({j.fields()["work_hash"] for j in jobs}) == 1  # timing processes: the same work
+    # one process a backend (the default of `sweep`): no timing jobs, no timing_run field
+    assert [j.timing for j in expand([numpy], [load_spec("seed_convnet")], config)] == [None]

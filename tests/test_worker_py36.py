@@ -13,7 +13,7 @@ from bench.paths import REPO
 #: the modules a worker imports (bench/worker.py and what it reaches), and every adapter module
 #: that may run beside them on 3.6
 WORKER_SIDE = ["bench/__init__.py", "bench/worker.py", "bench/harness.py", "bench/inject.py",
-               "bench/data.py", "bench/paths.py", "backends/base.py", "backends/registry.py",
+               "bench/data.py", "bench/memory.py", "bench/paths.py", "backends/base.py", "backends/registry.py",
                "backends/numpy_ref.py", "backends/numpy_layers.py", "backends/numpy_conv.py",
                "backends/cntk_backend.py", "backends/cntk_learners.py", "models/__init__.py",
                "models/spec.py", "models/parse.py", "models/layers.py"]

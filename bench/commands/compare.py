@@ -15,6 +15,9 @@ def setup_arguments(subparsers):
     p.add_argument("--alpha", type=positive_float, default=0.05,
                    help="significance level of the Mann-Whitney U test (default: %(default)s)")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--include-noisy", action="store_true",
+                   help="also test processes that ran beside other work (records whose `load` "
+                        "says noisy; left out by default)")
     p.set_defaults(func=run_from_args)
     return p
 

@@ -7,6 +7,7 @@ import sys
 from bench.cli_types import (UsageError, add_config_options, add_matrix_options,
                              add_report_options, add_results_option)
 from bench.console import one_line, record_label
+from bench.jobs import DEFAULT_TIMING_RUNS
 from bench.plan import backends_from_arg, config_from_args
 
 
@@ -15,7 +16,7 @@ def setup_arguments(subparsers):
     add_config_options(p)
     add_results_option(p)
     add_report_options(p)
-    add_matrix_options(p)
+    add_matrix_options(p, timing_runs=DEFAULT_TIMING_RUNS)
     p.set_defaults(func=run_from_args)
     return p
 
@@ -36,16 +37,20 @@ def run_from_args(args):
                                config.device, args.results, matrix_note(args)), file=sys.stderr)
     # with Ray, --threads 0 (all cores) is resolved on the node that runs the job
     jobs = expand(backends, [spec], config, repeat=args.repeat,
-                  threads=[args.threads if args.executor == "ray" else config.threads])
+                  threads=[args.threads if args.executor == "ray" else config.threads],
+                  timing_runs=args.timing_runs, timing_steps=args.timing_steps)
     records = run_matrix(args, jobs, data_dir)
     if records is None:
         return 130
-    return finish(args, records, "backend(s)" if args.repeat == 1 else "job(s)")
+    return finish(args, records, "backend(s)" if len(jobs) == len(backends) else "job(s)")
 
 
 def matrix_note(args, repeats=True):
     """The repeats and the executor, for the line a run or sweep starts with."""
     note = ", %d repeats" % args.repeat if repeats and args.repeat > 1 else ""
+    if args.timing_runs > 1:
+        note += ", step times from %d processes a backend (1 training + %d x %d steps)" % (
+            args.timing_runs + args.repeat - 1, args.timing_runs - 1, args.timing_steps)
     if args.executor == "ray":
         note += ", on Ray (%s)" % (args.ray_address or os.environ.get("RAY_ADDRESS") or "local instance")
     return note

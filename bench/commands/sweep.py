@@ -25,7 +25,7 @@ def setup_arguments(subparsers):
                    help="comma-separated thread budgets (default 0: every CPU this process may use)")
     add_results_option(p)
     add_report_options(p)
-    add_matrix_options(p)
+    add_matrix_options(p, timing_runs=1)  # a sweep's cells are many: processes are opt-in
     p.set_defaults(func=run_from_args)
     return p
 
@@ -49,7 +49,8 @@ def run_from_args(args):
     threads = [t or usable_cpus() for t in args.threads] if args.executor == "local" \
         else list(args.threads)
     jobs = expand(backends, specs, lambda spec: configs[spec.spec_hash], batch_sizes=args.batch_size,
-                  threads=threads, repeat=args.repeat,
+                  threads=threads, repeat=args.repeat, timing_runs=args.timing_runs,
+                  timing_steps=args.timing_steps,
                   sweep_axes={"batch_size": batch_sizes, "threads": threads})
     print("convbench: sweep of %d job(s): %s x %s x batch %s x threads %s x %d repeat(s)%s, "
           "results -> %s" % (len(jobs), ",".join(b.name for b in backends), ",".join(names),

@@ -18,7 +18,7 @@ def run_jobs(jobs, data_dir=None, timeout_s=1800.0, results_path=None, on_record
     session_id = None
     records = []
     # a bar over the jobs of a sweep or a repeat (a plain run shows its per-epoch bars only)
-    bar = jobs_bar(len(jobs)) if any(j.sweep or j.repeat for j in jobs) else None
+    bar = jobs_bar(len(jobs)) if any(j.sweep or j.repeat or j.timing for j in jobs) else None
     extra = {"executor": executor} if executor else None
     try:
         for job in jobs:

@@ -215,7 +215,9 @@ def run_jobs(jobs, address=None, data_dir=None, timeout_s=1800.0, results_path=N
                     payload = {"index": job.index, "backend": job.backend.name,
                                "spec": job.spec.to_dict(), "spec_hash": job.spec.spec_hash,
                                "config": job.config.to_dict(), "repeat": job.repeat,
-                               "sweep": job.sweep, "version": version, "session_id": session_id,
+                               "sweep": job.sweep, "role": job.role, "timing": job.timing,
+                               "training": job.training and job.training.to_dict(),
+                               "version": version, "session_id": session_id,
                                "env": env, "data_dir": data_dir,
                                "timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb}
                     ref = remote_job.options(

@@ -95,8 +95,9 @@ def run_on_node(payload):
         return {"kind": "mismatch", "executor": ident, "version": version,
                 "spec_hash": spec.spec_hash}
     config = TrainConfig.from_dict(payload["config"])
+    training = payload["training"] and TrainConfig.from_dict(payload["training"])
     job = Job(payload["index"], registry.get(payload["backend"]), spec, config,
-              payload["repeat"], payload["sweep"])
+              payload["repeat"], payload["sweep"], payload["role"], payload["timing"], training)
     config = resolve_threads(config, _node_cpus())
     if config.threads not in _NODE_CONTEXTS:
         _NODE_CONTEXTS[config.threads] = new_session_context(config.threads)
