@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the reference run in results/reference/ (records + report) in ONE session on a quiet
 # machine, so every figure in its report was taken under the same conditions; run it after an
-# adapter changes and commit the result (git add -f results/reference). ~30 min on 2 cores.
+# adapter changes and commit the result (git add -f results/reference). Every figure comes from 5
+# fresh processes a backend (the run's default --timing-runs): about 2 hours on 2 cores.
 # The per-layer micro-benchmark JSON in results/reference/microbench/ is refreshed apart:
 #   .venv/bin/convbench microbench --out results/reference/microbench
 set -euo pipefail
@@ -9,7 +10,9 @@ cd "$(dirname "$0")/.."
 cb=.venv/bin/convbench
 all=tf_layers,tf_estimator,tf,keras,torch,numpy,cntk,tf-xla,keras-torch,jax,keras-jax
 new=$(mktemp -d)/runs.jsonl
-$cb run --backend "$all" --results "$new" --no-report                        # seed_convnet
+# seed_convnet, with the tf adapter on TF 2.15 (tf@tf_legacy) beside tf_layers and tf_estimator:
+# the same TF version, another API; and beside tf on 2.21: the same API, another version
+$cb run --backend "$all,tf@tf_legacy" --results "$new" --no-report
 $cb run --backend "$all" --model tf_tutorial --results "$new" --no-report
 $cb run --backend numpy,torch,cntk,jax --model cntk_103d --results "$new" --no-report
 $cb run --backend keras,keras-torch,keras-jax,tf_estimator --mode epoch --results "$new" --no-report

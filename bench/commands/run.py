@@ -49,8 +49,9 @@ def matrix_note(args, repeats=True):
     """The repeats and the executor, for the line a run or sweep starts with."""
     note = ", %d repeats" % args.repeat if repeats and args.repeat > 1 else ""
     if args.timing_runs > 1:
-        note += ", step times from %d processes a backend (1 training + %d x %d steps)" % (
-            args.timing_runs + args.repeat - 1, args.timing_runs - 1, args.timing_steps)
+        note += ", step times from %d processes a backend (%d training + %d x %d steps)" % (
+            args.timing_runs + args.repeat - 1, args.repeat, args.timing_runs - 1,
+            args.timing_steps)
     if args.executor == "ray":
         note += ", on Ray (%s)" % (args.ray_address or os.environ.get("RAY_ADDRESS") or "local instance")
     return note
