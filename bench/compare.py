@@ -50,7 +50,7 @@ import pandas as pd
 
 from bench.document import Table, Text, blocks_markdown
 from bench.results import read_records
-from bench.selection import CONFIG_KEYS, latest_rows, process_medians
+from bench.selection import CONFIG_KEYS, latest_rows, process_medians, record_work_hash
 
 PAIR_KEY = CONFIG_KEYS + ("backend",)
 MIN_PREFIX = 4
@@ -130,20 +130,14 @@ def _rows(records, include_noisy=False):
         # every process of that session: its training run(s) and timing-only processes
         same = [r for r in records if r.get("session_id") == rec.get("session_id")
                 and r.get("backend") == rec.get("backend") and r.get("model") == rec.get("model")
-                and r.get("spec_hash") == rec.get("spec_hash") and not r.get("sweep")
-                and r.get("status") == "ok" and _same_cell(r, rec)]
+                and record_work_hash(r) == row["work_hash"] and not r.get("sweep")
+                and r.get("status") == "ok"]
         row = row.copy()
         row["left_out"] = 0 if include_noisy else sum(_noisy(r) for r in same)
         same = [r for r in same if include_noisy or not _noisy(r)]
         key = tuple(row[k] for k in PAIR_KEY)
         out[key] = (row, process_medians(same))  # sorted by time: a later machine's row wins
     return out
-
-
-def _same_cell(a, b):
-    ca, cb = a.get("config") or {}, b.get("config") or {}
-    return all(ca.get(k) == cb.get(k) for k in ("batch_size", "optimizer", "dtype", "device",
-                                                "threads", "mode"))
 
 
 def judge(medians_a, medians_b, threshold=1.10, alpha=0.05):

@@ -82,10 +82,9 @@ def git_commit():
 
 def math_env(environ=None):
     """The variables that change which math kernels run (bench/worker.py: MATH_ENV)."""
-    from bench.worker import MATH_ENV
+    from bench import worker
 
-    environ = os.environ if environ is None else environ
-    return dict((k, environ[k]) for k in sorted(environ) if k.startswith(MATH_ENV))
+    return worker.math_env(os.environ if environ is None else environ)
 
 
 def _peak_cache_path():

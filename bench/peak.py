@@ -46,12 +46,11 @@ def _numpy_library():
 
 
 def _torch_library():
-    import re
-
     import torch
 
-    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
-    return "torch %s: %s (%s kernels)" % (torch.__version__, found.group(1) if found else "unknown",
+    from backends.torch_backend import _torch_blas
+
+    return "torch %s: %s (%s kernels)" % (torch.__version__, _torch_blas(torch),
                                           torch.backends.cpu.get_cpu_capability())
 
 

@@ -36,7 +36,7 @@ def _flatten(record):
     return {
         "machine": machine_label(record),
         "session_id": record.get("session_id"), "role": record.get("role") or "train",
-        "work_hash": record.get("work_hash") or work_hash(record.get("spec_hash"), c),
+        "work_hash": record_work_hash(record),
         "repeat_index": repeat.get("index"), "sweep_id": sweep.get("id"),
         "injected": ", ".join("%s=%s" % kv for kv in sorted((record.get("injected") or {}).items())),
         "noisy": bool((record.get("load") or {}).get("noisy")),
@@ -58,6 +58,11 @@ def _flatten(record):
         "epochs": c.get("epochs"), "limit_train": c.get("limit_train"),
         "_record": record,
     }
+
+
+def record_work_hash(record):
+    """The record's work_hash; records made before it existed get it from their own fields."""
+    return record.get("work_hash") or work_hash(record.get("spec_hash"), record.get("config") or {})
 
 
 def machine_label(record):

@@ -80,7 +80,7 @@ def _software():
             "thread_env": dict((k, os.environ[k]) for k in sorted(os.environ) if k.endswith("_NUM_THREADS")),
             "cpu_affinity": _affinity(),
             "math_libraries": _math_libraries(),
-            "math_env": dict((k, os.environ[k]) for k in sorted(os.environ) if k.startswith(MATH_ENV))}
+            "math_env": math_env(os.environ)}
 
 
 #: environment variables that change which math kernels run (OpenBLAS' core type and cache size,
@@ -88,6 +88,11 @@ def _software():
 MATH_ENV = ("OPENBLAS_", "MKL_", "DNNL_", "ONEDNN_", "KMP_", "XLA_FLAGS", "TF_ENABLE_ONEDNN")
 _MATH_LIB = re.compile(r"(mkl|openblas|dnnl|mkldnn|blis|iomp|gomp|onednn|xla|eigen|accelerate)",
                        re.IGNORECASE)
+
+
+def math_env(environ):
+    """The variables in `environ` that change which math kernels run."""
+    return dict((k, environ[k]) for k in sorted(environ) if k.startswith(MATH_ENV))
 
 
 def _math_libraries():
