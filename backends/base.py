@@ -74,7 +74,8 @@ class TrainConfig(NamedTuple):
     warmup_steps: int = 5      # excluded from step statistics, kept in the record
     evals_per_epoch: int = 4   # test-set evaluations per epoch (untimed): the accuracy-vs-time curve
     eval_batch_size: int = 1000
-    mode: str = "step"         # "step": harness-timed train_step loop; "epoch": adapter's train_epoch
+    mode: str = "step"         # "step": harness-timed train_step loop; "epoch": the framework's
+                               # own epoch loop (adapters with an `epoch_idiom` only)
     max_steps: int = 0         # > 0: stop the epoch after this many steps (timing-only processes)
 
     def to_dict(self):
@@ -94,6 +95,10 @@ class Adapter(object):
 
     name = "abstract"
     framework = "none"
+    #: the framework's own epoch-level training call (Keras `fit`, `Estimator.train`), which
+    #: train_epoch runs in TrainConfig.mode "epoch"; None: the framework trains step by step, and
+    #: mode "epoch" is refused as Unsupported rather than run as step mode under another label
+    epoch_idiom = None
     #: models/configs this adapter cannot do can be refused in build() with Unsupported(...)
 
     def __init__(self, spec, config):
@@ -124,7 +129,9 @@ class Adapter(object):
         """Train over an iterable of (x, y); call on_step(step_ns, loss) once per step.
 
         The default times each train_step with clock_ns (perf_counter_ns). Adapters whose idiom trains a
-        whole epoch in one call (Keras fit, Estimator) override this and time steps from callbacks.
+        whole epoch in one call (Keras fit, Estimator) set `epoch_idiom`, override this and time
+        steps from callbacks; on_step may then evaluate (predict) between two steps, from inside
+        that call, so predict must see the current weights there.
         """
         for x, y in batches:
             t0 = clock_ns()

@@ -117,6 +117,7 @@ def _rmsprop(a):
 
 class KerasBase(TableAdapter):
     framework = "keras"
+    epoch_idiom = "model.fit"
     keras_backend = None  # KERAS_BACKEND: "tensorflow", "torch" or "jax"
     LAYERS = {
         "conv2d": _conv2d,
@@ -260,6 +261,12 @@ class KerasBase(TableAdapter):
         return None
 
     def predict(self, x):
+        # inside fit (a mid-epoch evaluation from the step callback) Keras' JAX trainer holds the
+        # current weights outside the model's variables until the epoch ends: write them back
+        # first, as a Callback's `self.model` does (a no-op outside fit and on other backends)
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
         out = self.model.predict_on_batch(nchw_to_nhwc(x, self.np_dtype))
         return np.asarray(out)
 

@@ -26,7 +26,11 @@ This module adds the Estimator machinery:
 
 With TrainConfig.mode "epoch", train_epoch is the idiom: ONE `estimator.train(input_fn)` call over
 the epoch's batches, step times from the hook (the generator's batch slicing and its py_func hop
-inside them, as in any from_generator pipeline). With mode "step" (the harness-timed train_step
+inside them, as in any from_generator pipeline); a mid-epoch evaluation (the
+harness's on_step, called from the hook's after_run) first has the hook write a checkpoint with the
+Estimator's own saver in the running session, then Estimator.predict reads it, as the Estimator's
+train-and-evaluate loop reads its checkpoints; both are outside the step times and the epoch's
+training time. With mode "step" (the harness-timed train_step
 loop, the default, also what the conformance checks call) train_step keeps one `estimator.train`
 call running in a background thread and drives it one step per call: its hook feeds the batch
 through SessionRunArgs(feed_dict=...) (the Estimator's FeedFnHook mechanism), after_run returns the
@@ -55,6 +59,7 @@ NEVER = 10 ** 12
 
 class TfEstimatorAdapter(TfGraphAdapter):
     name = "tf_estimator"
+    epoch_idiom = "Estimator.train"
 
     def build(self):
         self.prepare()
@@ -68,6 +73,7 @@ class TfEstimatorAdapter(TfGraphAdapter):
             log_step_count_steps=None, keep_checkpoint_max=1)
         self.estimator = tf.estimator.Estimator(model_fn=self._model_fn, config=run_config)
         self.live = None
+        self.epoch_timer = None  # the hook of a running epoch-mode train() call
         self._checkpoint_graph()  # runs the model_fn once: an Unsupported optimizer shows here
 
     # -- the Estimator pieces -------------------------------------------------------------------
@@ -113,7 +119,11 @@ class TfEstimatorAdapter(TfGraphAdapter):
             for x, y in batches:
                 yield self._feed(x, y)
 
-        self.estimator.train(self._input_fn(generator), hooks=[self._hook(on_step)])
+        self.epoch_timer = self._hook(on_step)
+        try:
+            self.estimator.train(self._input_fn(generator), hooks=[self.epoch_timer])
+        finally:
+            self.epoch_timer = None
 
     def train_step(self, x, y):
         if self.live is None or not self.live.alive():
@@ -126,9 +136,12 @@ class TfEstimatorAdapter(TfGraphAdapter):
             live.finish()
 
     def _checkpoint_now(self):
-        """Make the latest checkpoint hold the current state (the live run saves between steps)."""
+        """Make the latest checkpoint hold the current state: the live run saves between steps;
+        inside an epoch-mode train() call (on_step evaluating mid-epoch) its hook saves."""
         if self.live is not None:
             self.live.save()
+        if self.epoch_timer is not None:
+            self.epoch_timer.save(self.model_dir)
 
     # -- weights --------------------------------------------------------------------------------
     def _checkpoint_graph(self):
@@ -225,11 +238,18 @@ def _empty_dir(path):
 
 
 def _StepTimer(tf, callback):
-    """A SessionRunHook: callback(step_ns, loss) once per training step."""
+    """A SessionRunHook: callback(step_ns, loss) once per training step. While the callback
+    runs, save(model_dir) writes a checkpoint of the current state with the Estimator's own saver
+    (what a mid-epoch evaluation reads: Estimator.predict loads the latest checkpoint)."""
 
     class StepTimer(tf.estimator.SessionRunHook):
         def begin(self):
             self.loss = tf.compat.v1.get_default_graph().get_tensor_by_name("loss:0")
+            self.global_step = tf.compat.v1.train.get_global_step()
+            self.session = None
+
+        def after_create_session(self, session, coord):
+            self.saver = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.SAVERS)[0]
 
         def before_run(self, run_context):
             self.t0 = clock_ns()
@@ -237,7 +257,17 @@ def _StepTimer(tf, callback):
 
         def after_run(self, run_context, run_values):
             t1 = clock_ns()
-            callback(t1 - self.t0, float(run_values.results))
+            self.session = run_context.session
+            try:
+                callback(t1 - self.t0, float(run_values.results))
+            finally:
+                self.session = None
+
+        def save(self, model_dir):
+            if self.session is None:
+                raise RuntimeError("a checkpoint can be written only between two training steps")
+            self.saver.save(self.session, os.path.join(model_dir, "model.ckpt"),
+                            global_step=self.session.run(self.global_step))
 
     return StepTimer()
 

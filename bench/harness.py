@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from backends.base import Adapter
+from backends.base import Adapter, Unsupported
 from bench import inject, memory
 from bench.data import Mnist, batches, epoch_order, order_digest
 from models.spec import init_weights, weights_digest
@@ -80,6 +80,9 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
     data_s = time.time() - t0
     rss_after_data = memory.rss_mb()
 
+    if config.mode == "epoch" and not adapter.epoch_idiom:
+        raise Unsupported("training mode 'epoch': %s trains step by step (no epoch-level call "
+                          "of its own to time); use --mode step" % adapter.name)
     faults = inject.active() if faults is None else faults
     inject.wrap_adapter(adapter, faults, raw_write)
     t0 = time.time()
@@ -117,8 +120,9 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
             if done % 20 == 0 or done == steps_per_epoch:
                 emit({"type": "progress", "epoch": epoch + 1, "epochs": config.epochs,
                       "step": done, "steps": steps_per_epoch, "loss": float(loss)})
-            if config.mode == "step" and (done % eval_every == 0 and done < steps_per_epoch):
-                # mid-epoch test accuracy for the accuracy-vs-time curve; its time is not training
+            if done % eval_every == 0 and done < steps_per_epoch:
+                # mid-epoch test accuracy for the accuracy-vs-time curve, in epoch mode from inside
+                # the framework's epoch call (its callback/hook); its time is not training
                 p0 = time.perf_counter()
                 test_loss, test_acc = _evaluate_apart(adapter, x_test, y_test, config, peaks)
                 state["paused"] += time.perf_counter() - p0

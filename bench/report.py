@@ -292,8 +292,11 @@ METHODOLOGY = """\
   a process' figure is the epochs' training wall time less the first step and the warm-up, per
   steady step, so it includes what the loop does between steps (Keras' iterator slicing and
   converting the next batch) and is comparable with step mode's; the callbacks' own step
-  intervals give the IQR. Mid-epoch evaluations happen in step mode only, so epoch mode's time to
-  98% / 99% is end-of-epoch time.
+  intervals give the IQR. Mid-epoch evaluations run on the same schedule in both modes, in epoch
+  mode from inside the framework's call (a Keras callback; an Estimator hook that first writes a
+  checkpoint, which Estimator.predict reads), their time left out of the training time, so time to
+  98% / 99% means the same in both. Backends whose framework trains step by step have no epoch
+  mode: `--mode epoch` gives them an "unsupported" record.
 - Load: the CPU time other processes used during each job is measured (/proc/stat less the worker
   and convbench); above 0.25 cores on average the status says "noisy", and `compare` leaves such
   processes out unless asked. Python's garbage collector gets the same treatment in every worker:

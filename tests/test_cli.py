@@ -222,3 +222,34 @@ def test_the_tf_adapter_runs_on_tf_2_15_as_a_control(tmp_path):
     assert r["status"] == "ok" and r["backend"] == "tf@tf_legacy", r["reason"]
     assert r["environment"]["framework_version"].startswith("2.15.")
     assert r["summary"]["test_accuracy"] > 0.3
+
+
+@pytest.mark.slow
+def test_epoch_mode_evaluates_mid_epoch_inside_the_frameworks_own_loop(tmp_path):
+    """Keras `fit` and `Estimator.train` evaluate on step mode's schedule from their callback or
+    hook, so the accuracy curves (same weights, same batches) match the reference's step by step;
+    a framework that trains step by step has no epoch mode and says so."""
+    import needs
+    from bench import envs
+
+    for env in ("tf", "tf_legacy"):
+        if not envs.env_exists(env):
+            needs.missing(env, "its env is not built; fix: python -m bench.envs %s" % env)
+    results = str(tmp_path / "runs.jsonl")
+    small = SMALL + ["--no-report", "--results", results]
+    assert convbench("run", "--backend", "numpy", *small).returncode == 0
+    proc = convbench("run", "--backend", "keras,tf_estimator,torch", "--mode", "epoch", *small)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "torch unsupported (training mode 'epoch': torch trains step by step" in proc.stderr
+    records = {r["backend"]: r for r in map(json.loads, open(results))}
+    assert records["torch"]["status"] == "unsupported" and not records["torch"].get("curve")
+
+    def curve(r):
+        return [(p["step"], round(p["test_accuracy"], 3)) for p in r["curve"]]
+
+    reference = curve(records["numpy"])
+    assert len(reference) == 4  # 8 steps, 4 evaluations per epoch: steps 2, 4, 6 and the end
+    for name in ("keras", "tf_estimator"):
+        assert records[name]["status"] == "ok", records[name]["reason"]
+        assert records[name]["config"]["mode"] == "epoch"
+        assert curve(records[name]) == reference, name
