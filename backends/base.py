@@ -41,6 +41,11 @@ class Unsupported(NotImplementedError):
 
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+#: each optimizer's learning rate when neither --lr nor the model's [training] table gives one:
+#: the frameworks' conventional defaults (Keras: SGD 0.01, Adam 0.001, RMSprop 0.001; PyTorch's
+#: Adam 0.001), except momentum's 0.1, which trains seed_convnet to >= 98% in one epoch (measured,
+#: seeds 0-2). docs/results-schema.md lists them.
+DEFAULT_LR = {"sgd": 0.01, "momentum": 0.1, "adam": 0.001, "rmsprop": 0.001}
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 

@@ -80,15 +80,15 @@ BACKENDS = {
         install_hint="tox -e jax --notest (jax==0.10.2, flax==0.12.8, optax==0.2.8; see tox.ini)",
         description="flax.nnx.Sequential built from the spec, optax, one jax.jit step over the "
                     "nnx.split state"),
-    "tf_layers": Backend(
-        name="tf_layers", target="backends.tf_layers_backend:TfLayersAdapter",
+    "tf-layers": Backend(
+        name="tf-layers", target="backends.tf_layers_backend:TfLayersAdapter",
         framework="TensorFlow 1.x graph (tf.compat.v1.layers)", requires=("tensorflow",),
         env="tf_legacy",
         install_hint=TF_LEGACY_HINT,
         description="tf.compat.v1.layers in a Graph, Session.run([train_op, loss], feed_dict) per step",
         worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
-    "tf_estimator": Backend(
-        name="tf_estimator", target="backends.tf_estimator_backend:TfEstimatorAdapter",
+    "tf-estimator": Backend(
+        name="tf-estimator", target="backends.tf_estimator_backend:TfEstimatorAdapter",
         framework="TensorFlow Estimator", requires=("tensorflow",), env="tf_legacy",
         install_hint=TF_LEGACY_HINT,
         description="tf.estimator.Estimator, model_fn of tf.compat.v1.layers, input_fn from the "
@@ -97,8 +97,19 @@ BACKENDS = {
 }
 
 
+#: former names, still accepted on the command line and mapped in old records: backend names
+#: use hyphens (tf-xla, keras-jax); the two graph-era TF adapters were once tf_layers/tf_estimator
+ALIASES = {"tf_layers": "tf-layers", "tf_estimator": "tf-estimator"}
+
+
 def names():
     return sorted(BACKENDS)
+
+
+def canonical(name):
+    """The current name of a backend given by any of its names (`NAME@ENV` keeps its env)."""
+    base_name, at, env = (name or "").partition("@")
+    return ALIASES.get(base_name, base_name) + at + env
 
 
 class UnknownBackend(KeyError):
@@ -108,10 +119,10 @@ class UnknownBackend(KeyError):
 
 def get(name):
     """The entry for `name`; `name@env` is that adapter run in another of its framework's
-    environments (a control: `tf@tf_legacy` is the tf adapter on TF 2.15, beside tf_layers and
-    tf_estimator, so API and version can be told apart). The parent checks that the env exists
+    environments (a control: `tf@tf_legacy` is the tf adapter on TF 2.15, beside tf-layers and
+    tf-estimator, so API and version can be told apart). The parent checks that the env exists
     (bench/plan.py); here only the form is checked."""
-    base_name, at, env = name.partition("@")
+    base_name, at, env = canonical(name).partition("@")
     try:
         backend = BACKENDS[base_name]
     except KeyError:

@@ -58,7 +58,7 @@ NEVER = 10 ** 12
 
 
 class TfEstimatorAdapter(TfGraphAdapter):
-    name = "tf_estimator"
+    name = "tf-estimator"
     epoch_idiom = "Estimator.train"
 
     def build(self):

@@ -240,7 +240,7 @@ def tf_environment(tf, threads, config_proto, api):
 # --- the adapters ---------------------------------------------------------------------------------
 
 class TfGraphAdapter(TableAdapter):
-    """What tf_layers and tf_estimator share: the tables, the network and the train op.
+    """What tf-layers and tf-estimator share: the tables, the network and the train op.
 
     Parameters are bound by TF variable name ("conv1/kernel"): the variables live in graphs built
     later (one per Estimator call); the subclass reads and writes them by that name."""
@@ -306,7 +306,7 @@ class TfGraphAdapter(TableAdapter):
 
 
 class TfLayersAdapter(TfGraphAdapter):
-    name = "tf_layers"
+    name = "tf-layers"
 
     def build(self):
         self.prepare()

@@ -23,11 +23,20 @@ def build_parser():
     return parser
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None):
+    """Warnings (a cut-off results line, a library's deprecation) in the CLI's own format."""
+    text = " ".join(str(message).split())
+    print("convbench: warning: %s" % text, file=file or sys.stderr)
+
+
 def main(argv=None):
+    import warnings
+
     from bench.data import DataError
     from bench.inject import InjectError
     from models.spec import SpecError
 
+    warnings.showwarning = _warn_in_one_line
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

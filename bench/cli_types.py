@@ -85,7 +85,9 @@ def add_config_options(p):
     p.add_argument("--momentum", type=fraction, default=None,
                    help="(default: the model's, else %g)" % d.momentum)
     p.add_argument("--seed", type=non_negative_int, default=d.seed,
-                   help="initial weights and data order (default: %(default)s)")
+                   help="initial weights and data order (default: %(default)s); --seeds for several")
+    p.add_argument("--no-dropout", action="store_true",
+                   help="train with the spec's dropout layers off (the identity)")
     p.add_argument("--device", choices=DEVICES, default=d.device)
     p.add_argument("--dtype", choices=DTYPES, default=d.dtype)
     p.add_argument("--threads", type=non_negative_int, default=d.threads,
@@ -126,8 +128,12 @@ def add_matrix_options(p, timing_runs):
     from bench.jobs import DEFAULT_TIMING_STEPS
 
     p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
-                   help="run every job N times (default: %(default)s); the report gives the "
-                        "accuracy's mean and spread over the repeats")
+                   help="run every job N times with the same seed (default: %(default)s): the "
+                        "same numbers again, for run-to-run timing")
+    p.add_argument("--seeds", type=int_list(0), default=None, metavar="S,S,...",
+                   help="one training run per seed (initial weights and data order, the same for "
+                        "every backend in a run); the report gives the accuracy's mean and spread "
+                        "over the seeds. Instead of --repeat and --seed")
     p.add_argument("--timing-runs", type=positive_int, default=timing_runs, metavar="N",
                    help="fresh processes per backend whose step times make its figure: the "
                         "training run plus N-1 timing-only ones, interleaved across backends "

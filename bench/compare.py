@@ -48,9 +48,11 @@ import os
 import numpy as np
 import pandas as pd
 
+from backends import registry
 from bench.document import Table, Text, blocks_markdown
 from bench.results import read_records
-from bench.selection import CONFIG_KEYS, latest_rows, process_medians, record_work_hash
+from bench.selection import (CONFIG_KEYS, latest_rows, old_work_hashes, process_medians,
+                             record_work_hash)
 
 PAIR_KEY = CONFIG_KEYS + ("backend",)
 MIN_PREFIX = 4
@@ -124,13 +126,14 @@ def _rows(records, include_noisy=False):
     if df.empty:
         return {}
     df = df.sort_values("time")
+    old_hashes = old_work_hashes(records)
     out = {}
     for _, row in df.iterrows():
         rec = row["_record"]
         # every process of that session: its training run(s) and timing-only processes
         same = [r for r in records if r.get("session_id") == rec.get("session_id")
-                and r.get("backend") == rec.get("backend") and r.get("model") == rec.get("model")
-                and record_work_hash(r) == row["work_hash"] and not r.get("sweep")
+                and registry.canonical(r.get("backend")) == row["backend"] and r.get("model") == rec.get("model")
+                and record_work_hash(r, old_hashes) == row["work_hash"] and not r.get("sweep")
                 and r.get("status") == "ok"]
         row = row.copy()
         row["left_out"] = 0 if include_noisy else sum(_noisy(r) for r in same)

@@ -15,17 +15,21 @@ def record_label(record):
     return label
 
 
-def one_line(record):
-    """The record's outcome: status, accuracy, step time, throughput and memory, or the reason."""
+def one_line(record, width=14):
+    """The record's outcome: status, accuracy, step time, throughput and memory, or the reason;
+    the label padded to `width`."""
     s = record.get("summary") or {}
+    label = record_label(record).ljust(width)
     if record["status"] != "ok":
-        return "  %-14s %s: %s" % (record_label(record), record["status"].upper(), record["reason"])
+        return "  %s %s: %s" % (label, record["status"].upper(), record["reason"])
     if record.get("role") == "timing":  # its accuracy (a few dozen steps) means nothing
-        return "  %-14s ok  median step %s ms  (timing only)" % (
-            record_label(record), num(s.get("median_step_ms"), "%.2f"))
-    line = "  %-14s ok  test acc %s  median step %s ms  %s img/s  train mem %s MB  peak RSS %s MB" % (
-        record_label(record), num(s.get("test_accuracy"), "%.4f"),
+        return "  %s ok  median step %s ms  (timing only)" % (
+            label, num(s.get("median_step_ms"), "%.2f"))
+    line = ("  %s ok  test acc %s  median step %s ms  %s img/s (%s trained)  train mem %s MB  "
+            "peak RSS %s MB") % (
+        label, num(s.get("test_accuracy"), "%.4f"),
         num(s.get("median_step_ms"), "%.2f"), num(s.get("images_per_s"), "%.0f"),
+        num(s.get("train_images_per_s"), "%.0f"),
         num(s.get("training_memory_mb"), "%.0f"), num(s.get("peak_rss_mb"), "%.0f"))
     if s.get("median_step_ms") is None:
         timing = record.get("timing") or {}

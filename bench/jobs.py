@@ -61,7 +61,9 @@ class Job(NamedTuple):
 
 def work_hash(spec_hash, config):
     """What makes two records the same work: the network and the whole training configuration
-    (sha256, 12 hex). The report's tables never mix two hashes."""
+    but the seed (sha256, 12 hex). The report's tables never mix two hashes; the seed changes
+    which numbers are computed, not how much work, so the runs of `--seeds` pool into one row."""
+    config = dict((k, v) for k, v in config.items() if k != "seed")
     text = json.dumps([spec_hash, config], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -80,7 +82,7 @@ def timing_config(config, steps=DEFAULT_TIMING_STEPS):
 
 
 def expand(backends, specs, base_config, batch_sizes=None, threads=None, repeat=1, sweep_axes=None,
-           timing_runs=1, timing_steps=DEFAULT_TIMING_STEPS):
+           timing_runs=1, timing_steps=DEFAULT_TIMING_STEPS, seeds=None):
     """All jobs of the matrix, in the order they run.
 
     base_config: a TrainConfig, or a function spec -> TrainConfig (models carry their own training
@@ -91,7 +93,8 @@ def expand(backends, specs, base_config, batch_sizes=None, threads=None, repeat=
     machine then touches every backend alike). After a cell's training jobs come its timing-only
     processes (timing_runs - 1 per backend), in rounds with the backend order rotated.
     `sweep_axes` (a dict) makes the jobs part of one sweep with a fresh id; None leaves `sweep`
-    null (a plain `convbench run`).
+    null (a plain `convbench run`). `seeds` (a list) makes the repeats: repeat k trains every
+    backend with seed seeds[k] (initial weights and data order); the timing processes use the first.
     """
     config_for = base_config if callable(base_config) else (lambda spec: base_config)
     sweep = {"id": new_sweep_id(), "axes": sweep_axes} if sweep_axes is not None else None
@@ -106,11 +109,13 @@ def expand(backends, specs, base_config, batch_sizes=None, threads=None, repeat=
             base = config_for(spec)
             for b in (batch_sizes or [base.batch_size]):
                 config = base._replace(batch_size=b, threads=base.threads if t is None else t)
-                for r in range(repeat):
+                runs = [config._replace(seed=s) for s in seeds] if seeds else [config] * repeat
+                for r, run_config in enumerate(runs):
                     for backend in backends:
-                        rep = {"index": r, "of": repeat} if repeat > 1 else None
-                        add(backend, spec, config, rep,
+                        rep = {"index": r, "of": len(runs)} if len(runs) > 1 else None
+                        add(backend, spec, run_config, rep,
                             timing={"index": 0, "of": timing_runs} if timed else None)
+                config = runs[0]
                 quick = timing_config(config, timing_steps)
                 for i in range(1, timing_runs):
                     shift = i % len(backends)

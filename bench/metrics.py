@@ -73,6 +73,40 @@ def time_to_accuracy(curve, target):
     return None
 
 
+#: measured throughput below this fraction of the per-step figure gets a note saying why
+THROUGHPUT_AGREEMENT = 0.8
+
+
+def measured_images_per_s(record):
+    """Images trained per second of training wall time (evaluations excluded; the first step,
+    the warm-up, stalls and the loop between steps included): what a user's epoch delivers."""
+    timing = record.get("timing") or {}
+    steps, train_s = timing.get("step_ns") or [], timing.get("train_s")
+    if not steps or not train_s:
+        return None
+    return len(steps) * record["config"]["batch_size"] / train_s
+
+
+def throughput_note(record, per_step, measured):
+    """Why the measured images/s falls short of batch / median step, when it does: where the
+    training wall time went beyond median-length steps, and the machine's load."""
+    if not per_step or not measured or measured >= THROUGHPUT_AGREEMENT * per_step:
+        return None
+    timing = record["timing"]
+    steps = np.asarray(timing["step_ns"], dtype=np.float64) / 1e9
+    wall, median = timing["train_s"], float(np.median(steady_steps_ns(record))) / 1e9
+    skip = 1 + int(timing.get("warmup_steps", 0))
+    parts = [("first step and warm-up", steps[:skip].sum() - median * min(skip, len(steps))),
+             ("steps slower than the median", np.clip(steps[skip:] - median, 0, None).sum()),
+             ("between steps (batches, callbacks)", wall - steps.sum())]
+    text = ", ".join("%s %.0f%%" % (name, 100.0 * max(sec, 0.0) / wall) for name, sec in parts)
+    load = record.get("load") or {}
+    if load.get("other_cores") is not None:
+        text += "; other processes used %.2f cores" % load["other_cores"]
+    return "measured %.0f images/s is %.0f%% of batch / median step; of the training time: %s" % (
+        measured, 100.0 * measured / per_step, text)
+
+
 def summarize(record):
     """The stable `summary` block of a record (names users script against)."""
     steady = steady_steps_ns(record) / 1e6
@@ -84,6 +118,8 @@ def summarize(record):
     gflops = (flops * batch / (median / 1e3) / 1e9) if (median and flops) else None
     timing = record.get("timing") or {}
     compiles, compile_ms = compile_steps(record)
+    per_step = batch / (median / 1e3) if median else None
+    measured = measured_images_per_s(record)
     return {
         "compile_steps": compiles,
         "compile_ms": compile_ms,
@@ -92,7 +128,9 @@ def summarize(record):
         "median_step_ms": median,
         "step_ms_q1": float(np.percentile(steady, 25)) if len(steady) else None,
         "step_ms_q3": float(np.percentile(steady, 75)) if len(steady) else None,
-        "images_per_s": batch / (median / 1e3) if median else None,
+        "images_per_s": per_step,
+        "train_images_per_s": measured,
+        "throughput_note": throughput_note(record, per_step, measured),
         "first_step_ms": timing["step_ns"][0] / 1e6 if timing.get("step_ns") else None,
         "achieved_gflops": gflops,
         "pct_of_peak": 100.0 * gflops / peak if (gflops and peak) else None,

@@ -40,6 +40,7 @@ def _display_table(group):
         "process range ms": _ranges(group.proc_lo, group.proc_hi),
         "IQR ms": group.iqr_ms.map(_fmt),
         "images/s": group.images_per_s.map(lambda v: _fmt(v, 0)),
+        "trained img/s": group.trained_per_s.map(lambda v: _fmt(v, 0)),
         "x fastest": group.ratio.map(_fmt),
         "GFLOP/s": group.gflops.map(lambda v: _fmt(v, 1)),
         "% peak": group.pct_peak.map(lambda v: _fmt(v, 1)),

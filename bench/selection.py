@@ -7,6 +7,7 @@ timing-only processes) become one row: `pooled_row` says how.
 import numpy as np
 import pandas as pd
 
+from backends import registry
 from bench import metrics
 from bench.jobs import work_hash
 
@@ -20,6 +21,7 @@ COLUMNS = [
     ("backend", "backend"), ("framework", "framework"), ("version", "version"),
     ("status", "status"), ("test_acc", "test acc"), ("median_ms", "median step ms"),
     ("ci95", "95% CI ms"), ("proc_range", "process range ms"), ("iqr_ms", "IQR ms"), ("images_per_s", "images/s"),
+    ("trained_per_s", "trained img/s"),
     ("ratio", "x fastest"), ("gflops", "GFLOP/s"), ("pct_peak", "% peak"),
     ("first_step_ms", "first step ms"), ("train_mem_mb", "train mem MB"),
     ("peak_rss_mb", "peak RSS MB"),
@@ -27,7 +29,7 @@ COLUMNS = [
 ]
 
 
-def _flatten(record):
+def _flatten(record, old_hashes=None):
     s = record.get("summary") or {}
     c = record.get("config") or {}
     env = record.get("environment") or {}
@@ -36,7 +38,7 @@ def _flatten(record):
     return {
         "machine": machine_label(record),
         "session_id": record.get("session_id"), "role": record.get("role") or "train",
-        "work_hash": record_work_hash(record),
+        "work_hash": record_work_hash(record, old_hashes),
         "repeat_index": repeat.get("index"), "sweep_id": sweep.get("id"),
         "injected": ", ".join("%s=%s" % kv for kv in sorted((record.get("injected") or {}).items())),
         "noisy": bool((record.get("load") or {}).get("noisy")),
@@ -44,12 +46,13 @@ def _flatten(record):
         "model": record.get("model"), "device": record.get("device"),
         "batch_size": c.get("batch_size"), "optimizer": c.get("optimizer"), "dtype": c.get("dtype"),
         "threads": record.get("threads"), "mode": c.get("mode", "step"),
-        "backend": record.get("backend"), "framework": record.get("framework"),
+        "backend": registry.canonical(record.get("backend")), "framework": record.get("framework"),
         "version": env.get("framework_version", ""), "status": record.get("status"),
         "reason": record.get("reason") or "", "time": record.get("time"),
         "test_acc": s.get("test_accuracy"), "median_ms": s.get("median_step_ms"),
         "iqr_ms": (s["step_ms_q3"] - s["step_ms_q1"]) if s.get("step_ms_q1") is not None else None,
-        "images_per_s": s.get("images_per_s"), "gflops": s.get("achieved_gflops"),
+        "images_per_s": s.get("images_per_s"), "trained_per_s": s.get("train_images_per_s"),
+        "gflops": s.get("achieved_gflops"),
         "pct_peak": s.get("pct_of_peak"), "first_step_ms": s.get("first_step_ms"),
         "peak_rss_mb": s.get("peak_rss_mb"), "device_peak_mb": s.get("device_peak_mb"),
         "train_mem_mb": s.get("training_memory_mb"),
@@ -60,9 +63,25 @@ def _flatten(record):
     }
 
 
-def record_work_hash(record):
-    """The record's work_hash; records made before it existed get it from their own fields."""
-    return record.get("work_hash") or work_hash(record.get("spec_hash"), record.get("config") or {})
+def record_work_hash(record, old_hashes=None):
+    """The record's work_hash; records made before it existed get it from their own fields, and
+    hashes of the seed-including kind (before --seeds) are mapped by `old_hashes`."""
+    stored = record.get("work_hash")
+    if not stored:
+        return work_hash(record.get("spec_hash"), record.get("config") or {})
+    return (old_hashes or {}).get(stored, stored)
+
+
+def old_work_hashes(records):
+    """{stored hash: current hash} for records whose stored work_hash included the seed: learnt
+    from their training runs (whose config is the work), applied to their timing processes too."""
+    mapping = {}
+    for r in records:
+        if r.get("work_hash") and r.get("role", "train") == "train" and r.get("config"):
+            current = work_hash(r.get("spec_hash"), r["config"])
+            if current != r["work_hash"]:
+                mapping[r["work_hash"]] = current
+    return mapping
 
 
 def machine_label(record):
@@ -125,14 +144,15 @@ def pooled_row(rows):
     if len(ok_train):
         row["test_acc"] = float(ok_train.test_acc.mean())
         for col in ("first_step_ms", "train_mem_mb", "peak_rss_mb", "rss_after_build_mb", "t98",
-                    "t99"):
+                    "t99", "trained_per_s"):
             row[col] = ok_train[col].median()
     return row
 
 
 def records_frame(records):
     """One flattened row per record; the record itself rides along in the `_record` column."""
-    df = pd.DataFrame([_flatten(r) for r in records])
+    old_hashes = old_work_hashes(records)
+    df = pd.DataFrame([_flatten(r, old_hashes) for r in records])
     return df.astype({"time": str})
 
 

@@ -8,14 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cb=.venv/bin/convbench
-all=tf_layers,tf_estimator,tf,keras,torch,numpy,cntk,tf-xla,keras-torch,jax,keras-jax
+all=tf-layers,tf-estimator,tf,keras,torch,numpy,cntk,tf-xla,keras-torch,jax,keras-jax
 new=$(mktemp -d)/runs.jsonl
-# seed_convnet, with the tf adapter on TF 2.15 (tf@tf_legacy) beside tf_layers and tf_estimator:
+# seed_convnet, with the tf adapter on TF 2.15 (tf@tf_legacy) beside tf-layers and tf-estimator:
 # the same TF version, another API; and beside tf on 2.21: the same API, another version
 $cb run --backend "$all,tf@tf_legacy" --results "$new" --no-report
 $cb run --backend "$all" --model tf_tutorial --results "$new" --no-report
 $cb run --backend numpy,torch,cntk,jax --model cntk_103d --results "$new" --no-report
-$cb run --backend keras,keras-torch,keras-jax,tf_estimator --mode epoch --results "$new" --no-report
+$cb run --backend keras,keras-torch,keras-jax,tf-estimator --mode epoch --results "$new" --no-report
 $cb sweep --backend numpy,torch --batch-size 32,64,128,256 --results "$new" --no-report
 $cb check --results "$new"
 mv "$new" results/reference/runs.jsonl

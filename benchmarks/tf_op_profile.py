@@ -1,6 +1,6 @@
 """Where a TensorFlow training step of seed_convnet spends its time, op by op, against the matmul peak.
 
-Why the `tf`, `keras`, `tf_layers` and `tf_estimator` adapters and their hand-written loops all
+Why the `tf`, `keras`, `tf-layers` and `tf-estimator` adapters and their hand-written loops all
 stop near the same fraction of the machine's fp32 matmul peak: the step is TF's own kernels
 (oneDNN on x86), and this shows which of them fall short. It builds the seed_convnet step in plain
 tf.nn ops in a tf.compat.v1 graph (the same kernels every TF adapter ends in, in TF 2.15 and
@@ -11,7 +11,7 @@ conv weight gradient, max-pool, its gradient; the rest together) ms per step, an
 convolutions their GFLOP/s and % of the peak.
 
     .tox/tf/bin/python benchmarks/tf_op_profile.py          # TF 2.21 (tf, tf-xla, keras)
-    .tox/tf_legacy/bin/python benchmarks/tf_op_profile.py   # TF 2.15 (tf_layers, tf_estimator)
+    .tox/tf_legacy/bin/python benchmarks/tf_op_profile.py   # TF 2.15 (tf-layers, tf-estimator)
 
 Traced kernel times are wall times of each kernel on its inter-op thread, so with two inter-op
 threads they can add up to more than the step.

@@ -237,7 +237,19 @@ def load_spec(name_or_path):
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: arrays nested thousands deep
         raise SpecError("%s: not valid TOML: %s" % (path, exc if str(exc) else type(exc).__name__))
-    return spec_from_dict(data, where=path)
+    spec = spec_from_dict(data, where=path)
+    return spec if path == os.path.join(MODELS_DIR, name_or_path + ".toml") else _distinct(spec, path)
+
+
+def _distinct(spec, path):
+    """A spec from a path that takes a built-in model's name but is another network is renamed
+    `<name>@<its hash, 8 hex>`, so records and report never pass it off as the built-in."""
+    builtin = os.path.join(MODELS_DIR, spec.name + ".toml")
+    if spec.name not in list_models() or os.path.realpath(path) == os.path.realpath(builtin):
+        return spec
+    if load_spec(spec.name).spec_hash == spec.spec_hash:
+        return spec
+    return spec._replace(name="%s@%s" % (spec.name, spec.spec_hash[:8]))
 
 
 def list_models():

@@ -2,9 +2,11 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bench import data
@@ -208,8 +210,8 @@ def test_report_on_a_file_without_records_says_so(tmp_path):
 
 @pytest.mark.slow
 def test_the_tf_adapter_runs_on_tf_2_15_as_a_control(tmp_path):
-    """`tf@tf_legacy`: the tf adapter in the tf_legacy env (TF 2.15), beside tf_layers and
-    tf_estimator, so API and version can be told apart."""
+    """`tf@tf_legacy`: the tf adapter in the tf_legacy env (TF 2.15), beside tf-layers and
+    tf-estimator, so API and version can be told apart."""
     import needs
     from bench import envs
 
@@ -238,7 +240,7 @@ def test_epoch_mode_evaluates_mid_epoch_inside_the_frameworks_own_loop(tmp_path)
     results = str(tmp_path / "runs.jsonl")
     small = SMALL + ["--no-report", "--results", results]
     assert convbench("run", "--backend", "numpy", *small).returncode == 0
-    proc = convbench("run", "--backend", "keras,tf_estimator,torch", "--mode", "epoch", *small)
+    proc = convbench("run", "--backend", "keras,tf-estimator,torch", "--mode", "epoch", *small)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "torch unsupported (training mode 'epoch': torch trains step by step" in proc.stderr
     records = {r["backend"]: r for r in map(json.loads, open(results))}
@@ -249,7 +251,76 @@ def test_epoch_mode_evaluates_mid_epoch_inside_the_frameworks_own_loop(tmp_path)
 
     reference = curve(records["numpy"])
     assert len(reference) == 4  # 8 steps, 4 evaluations per epoch: steps 2, 4, 6 and the end
-    for name in ("keras", "tf_estimator"):
+    for name in ("keras", "tf-estimator"):
         assert records[name]["status"] == "ok", records[name]["reason"]
         assert records[name]["config"]["mode"] == "epoch"
         assert curve(records[name]) == reference, name
+
+
+@pytest.mark.slow
+def test_seeds_vary_the_run_and_the_output_reads_in_a_pipe(tmp_path):
+    """--seeds: one training run per seed (different initial weights and order), pooled into one
+    row with the accuracy's spread; stderr is a pipe here, so progress comes as plain lines with
+    a finite rate; every record gives the measured throughput beside the per-step one."""
+    results, out = str(tmp_path / "runs.jsonl"), tmp_path / "report"
+    proc = convbench("run", "--backend", "numpy", "--seeds", "0,1", "--limit-train", "1536",
+                     "--limit-test", "500", "--batch-size", "64", "--warmup-steps", "1",
+                     "--timing-runs", "1", "--results", results, "--report-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "one training run per seed (0,1)" in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if "epoch 1/1: step" in l]
+    assert lines and "numpy seed_convnet b64 t" in lines[-1]
+    assert "r2/2 epoch 1/1: step 24/24, loss " in lines[-1]
+    rates = [float(l.rsplit(", ", 1)[1].split()[0]) for l in lines if l.endswith("step/s")]
+    assert rates and all(0 < r < 1000 for r in rates), lines
+    assert "\r" not in proc.stderr  # no bar redraws in a log
+    records = [json.loads(l) for l in open(results)]
+    assert [r["config"]["seed"] for r in records] == [0, 1]
+    assert records[0]["data"]["init_weights_digest"] != records[1]["data"]["init_weights_digest"]
+    assert records[0]["work_hash"] == records[1]["work_hash"]
+    for r in records:
+        s = r["summary"]
+        assert 0 < s["train_images_per_s"]
+        expected = len(r["timing"]["step_ns"]) * 64 / r["timing"]["train_s"]
+        assert s["train_images_per_s"] == pytest.approx(expected)
+    accs = [r["summary"]["test_accuracy"] for r in records]
+    assert accs[0] != accs[1]
+    report = (out / "report.md").read_text()
+    spread = pytest.approx(float(np.std(accs, ddof=1)), abs=1e-4)
+    row = [l for l in report.splitlines() if l.startswith("| numpy")][0]
+    assert "%.4f ± " % np.mean(accs) in row and float(row.split("± ")[1].split()[0]) == spread
+
+
+def test_seeds_and_repeat_together_are_refused(tmp_path):
+    proc = convbench("run", "--seeds", "0,1", "--repeat", "2", "--results", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "give --seeds S,S,... (one run per seed) or --repeat N" in proc.stderr
+
+
+def test_a_spec_file_that_borrows_a_builtin_name_is_told_apart(tmp_path):
+    """Same name as the built-in seed_convnet, another network: the run says so in one line and
+    its records carry `seed_convnet@<hash>`; an unchanged copy stays seed_convnet."""
+    text = open(os.path.join(REPO, "models", "seed_convnet.toml")).read()
+    same, other = tmp_path / "same.toml", tmp_path / "other.toml"
+    same.write_text(text)
+    other.write_text(text.replace("filters = 64", "filters = 16", 1))
+    results = str(tmp_path / "runs.jsonl")
+    tiny = ["--backend", "numpy", "--results", results, "--no-report", "--limit-train", "256",
+            "--limit-test", "100", "--warmup-steps", "0", "--timing-runs", "1"]
+    assert convbench("run", "--model", str(same), *tiny).returncode == 0
+    proc = convbench("run", "--model", str(other), *tiny)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (note,) = [l for l in proc.stderr.splitlines() if "note:" in l]
+    assert "is not the built-in seed_convnet (another network: " in note
+    models = [json.loads(l)["model"] for l in open(results)]
+    assert models[0] == "seed_convnet" and re.fullmatch(r"seed_convnet@[0-9a-f]{8}", models[1])
+    assert models[1] in note
+
+
+def test_a_cut_off_results_line_warns_in_the_clis_format(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"schema_version": 1, "backe')
+    proc = convbench("check", "--results", str(path))
+    proc = convbench("report", "--results", str(path), "--out", str(tmp_path / "out"))
+    assert "UserWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
+    assert "convbench: warning: %s line 1: skipped" % path in proc.stderr

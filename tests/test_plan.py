@@ -6,7 +6,10 @@ from backends.base import TrainConfig
 from bench.cli import build_parser
 from bench.cli_types import UsageError
 from bench.context import usable_cpus
-from bench.plan import TRAINING_OPTIONS, backends_from_arg, config_from_args
+from backends import registry
+from backends.base import DEFAULT_LR
+from bench.plan import (TRAINING_OPTIONS, backends_from_arg, config_and_lr_source, config_from_args,
+                        settings_line)
 from models.spec import load_spec
 
 SUITE = TrainConfig()
@@ -89,3 +92,52 @@ def test_name_at_env_runs_an_adapter_in_another_of_its_environments():
         backends_from_arg("nope@tf")
     with pytest.raises(UsageError, match="after '@' comes an environment name"):
         backends_from_arg("tf@../x")
+
+
+@pytest.mark.parametrize("optimizer", sorted(DEFAULT_LR))
+def test_each_optimizer_gets_its_own_learning_rate_unless_lr_or_the_table_sets_one(optimizer):
+    seed = load_spec("seed_convnet")
+    config, source = config_and_lr_source(_args("--optimizer", optimizer), seed)
+    assert (config.lr, source) == (DEFAULT_LR[optimizer], "%s's default" % optimizer)
+    assert config_from_args(_args("--optimizer", optimizer, "--lr", "0.3"), seed).lr == 0.3
+    # cntk_103d's table sets lr 0.03 for the suite's optimizer (momentum): it holds for momentum
+    # only; another optimizer gets its own default, not momentum's rate
+    table = config_from_args(_args("--optimizer", optimizer), load_spec("cntk_103d")).lr
+    assert table == (0.03 if optimizer == SUITE.optimizer else DEFAULT_LR[optimizer])
+
+
+def test_adams_default_is_not_momentums():
+    assert config_from_args(_args("--optimizer", "adam"), load_spec("seed_convnet")).lr == 0.001
+
+
+def test_the_header_names_every_setting_that_changes_the_work():
+    config, source = config_and_lr_source(_args("--optimizer", "adam", "--no-dropout",
+                                                "--limit-train", "2048", "--mode", "epoch",
+                                                "--dtype", "float64", "--seed", "3"),
+                                          load_spec("seed_convnet"))
+    line = settings_line(config, source)
+    for part in ("1 epoch(s)", "batch 128", "adam lr 0.001 (adam's default)", "float64",
+                 "epoch mode", "seed 3", "dropout off", "train on 2048", "test on all 10000",
+                 "warm-up 5 step(s)", "4 evaluation(s) an epoch", "device cpu"):
+        assert part in line, part
+    assert config.dropout is False
+
+
+def test_backend_all_and_the_old_names():
+    assert [b.name for b in backends_from_arg("all")] == registry.names()
+    assert [b.name for b in backends_from_arg("tf_layers,tf_estimator")] == [
+        "tf-layers", "tf-estimator"]
+    assert registry.canonical("tf_layers@tf") == "tf-layers@tf"
+
+
+def test_seeds_make_the_repeats_and_pool_into_one_work_hash():
+    from bench.jobs import expand
+
+    spec = load_spec("seed_convnet")
+    jobs = expand(backends_from_arg("numpy,torch"), [spec], SUITE, seeds=[4, 5, 6], timing_runs=3)
+    train = [j for j in jobs if j.role == "train"]
+    assert [(j.backend.name, j.config.seed, j.repeat["index"]) for j in train] == [
+        ("numpy", 4, 0), ("torch", 4, 0), ("numpy", 5, 1), ("torch", 5, 1),
+        ("numpy", 6, 2), ("torch", 6, 2)]
+    assert {j.config.seed for j in jobs if j.role == "timing"} == {4}
+    assert len({j.fields()["work_hash"] for j in jobs}) == 1  # the seed is not the work

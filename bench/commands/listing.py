@@ -14,10 +14,15 @@ def run_from_args(args):
     from models.spec import SpecError, list_models, load_spec
 
     print("backends:")
+    rows = []
     for name in registry.names():
         b = registry.BACKENDS[name]
         ok, reason = envs.availability(b)
-        print("  %-14s %-20s %-11s %s" % (name, b.framework, "available" if ok else "MISSING", reason))
+        rows.append((name, b.framework, "available" if ok else "MISSING", reason))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  %s  %s  %s  %s" % tuple(c.ljust(w) for c, w in zip(row, width + [0])))
+    print("  aliases: %s" % ", ".join("%s -> %s" % kv for kv in sorted(registry.ALIASES.items())))
     print("\nmodels:")
     print("  %-14s %10s %14s %14s  %s" % ("name", "params", "fwd FLOP/ex", "train FLOP/ex", "layers"))
     for name in list_models():

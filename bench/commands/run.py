@@ -8,7 +8,8 @@ from bench.cli_types import (UsageError, add_config_options, add_matrix_options,
                              add_report_options, add_results_option)
 from bench.console import one_line, record_label
 from bench.jobs import DEFAULT_TIMING_RUNS
-from bench.plan import backends_from_arg, config_from_args
+from bench.plan import (backends_from_arg, config_and_lr_source, load_run_spec,
+                        settings_line)
 
 
 def setup_arguments(subparsers):
@@ -24,34 +25,56 @@ def setup_arguments(subparsers):
 def run_from_args(args):
     from bench import inject
     from bench.jobs import expand
-    from models.spec import load_spec
 
     backends = backends_from_arg(args.backend)
+    check_seeds(args)
     inject.parse(os.environ.get(inject.ENV_VAR))  # a malformed fault spec fails before any worker
-    spec = load_spec(args.model)
-    config = config_from_args(args, spec)
+    spec = load_run_spec(args.model)
+    config, lr_source = config_and_lr_source(args, spec)
+    if args.seeds:
+        config = config._replace(seed=args.seeds[0])
     data_dir = check_data(args, [config.batch_size], config)
-    print("convbench: %s on %s, %d epoch(s), batch %d, %s lr %g, %d thread(s), device %s, "
-          "results -> %s%s" % (spec.name, ", ".join(b.name for b in backends), config.epochs,
-                               config.batch_size, config.optimizer, config.lr, config.threads,
-                               config.device, args.results, matrix_note(args)), file=sys.stderr)
+    print("convbench: %s on %s: %s; results -> %s%s" % (
+        spec.name, ", ".join(b.name for b in backends), settings_line(config, lr_source),
+        args.results, matrix_note(args)), file=sys.stderr)
     # with Ray, --threads 0 (all cores) is resolved on the node that runs the job
     jobs = expand(backends, [spec], config, repeat=args.repeat,
                   threads=[args.threads if args.executor == "ray" else config.threads],
-                  timing_runs=args.timing_runs, timing_steps=args.timing_steps)
-    records = run_matrix(args, jobs, data_dir)
+                  timing_runs=args.timing_runs, timing_steps=args.timing_steps, seeds=args.seeds)
+    records = run_matrix(args, jobs, data_dir, label_width(backends, args))
     if records is None:
         return 130
     return finish(args, records, "backend(s)" if len(jobs) == len(backends) else "job(s)")
 
 
+def check_seeds(args):
+    if args.seeds and args.repeat > 1:
+        raise UsageError("--seeds and --repeat both ask for repeats: give --seeds S,S,... (one "
+                         "run per seed) or --repeat N (N runs with --seed)")
+    if args.seeds and args.seed != 0:
+        raise UsageError("--seeds and --seed both set the seed: give one of them")
+
+
+def label_width(backends, args):
+    """The console's label column: the longest backend name plus what a label may add."""
+    width = max(len(b.name) for b in backends)
+    runs = len(args.seeds or []) or args.repeat
+    if runs > 1:
+        width += len(" r%d/%d" % (runs, runs))
+    if args.timing_runs > 1:
+        width += len(" timing %d/%d" % (args.timing_runs, args.timing_runs))
+    return width
+
+
 def matrix_note(args, repeats=True):
     """The repeats and the executor, for the line a run or sweep starts with."""
     note = ", %d repeats" % args.repeat if repeats and args.repeat > 1 else ""
+    if args.seeds:
+        note += ", one training run per seed (%s)" % ",".join(map(str, args.seeds))
     if args.timing_runs > 1:
+        runs = len(args.seeds or []) or args.repeat
         note += ", step times from %d processes a backend (%d training + %d x %d steps)" % (
-            args.timing_runs + args.repeat - 1, args.repeat, args.timing_runs - 1,
-            args.timing_steps)
+            args.timing_runs + runs - 1, runs, args.timing_runs - 1, args.timing_steps)
     if args.executor == "ray":
         note += ", on Ray (%s)" % (args.ray_address or os.environ.get("RAY_ADDRESS") or "local instance")
     return note
@@ -84,14 +107,16 @@ def check_data(args, batch_sizes, config):
     return data_dir
 
 
-def run_matrix(args, jobs, data_dir):
-    """Run the jobs with the chosen executor; None when interrupted (records written are kept)."""
+def run_matrix(args, jobs, data_dir, width=14):
+    """Run the jobs with the chosen executor; None when interrupted (records written are kept).
+    width: the console's label column."""
     from bench.executors import SweepError, run_jobs
 
     try:
         return run_jobs(jobs, executor=args.executor, ray_address=args.ray_address,
                         data_dir=data_dir, timeout_s=args.timeout, results_path=args.results,
-                        on_record=one_line, memory_limit_mb=args.memory_limit_mb)
+                        on_record=lambda record: one_line(record, width),
+                        memory_limit_mb=args.memory_limit_mb)
     except SweepError as exc:
         raise UsageError(str(exc))
     except KeyboardInterrupt as exc:

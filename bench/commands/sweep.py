@@ -6,9 +6,10 @@ import sys
 from backends.base import TrainConfig
 from bench.cli_types import (DEFAULT_MODEL, UsageError, add_config_options, add_matrix_options,
                              add_report_options, add_results_option, int_list)
-from bench.commands.run import check_data, finish, matrix_note, run_matrix
+from bench.commands.run import (check_data, check_seeds, finish, label_width, matrix_note,
+                                run_matrix)
 from bench.context import usable_cpus
-from bench.plan import backends_from_arg, config_from_args
+from bench.plan import backends_from_arg, config_from_args, load_run_spec
 
 
 def setup_arguments(subparsers):
@@ -33,14 +34,14 @@ def setup_arguments(subparsers):
 def run_from_args(args):
     from bench import inject
     from bench.jobs import expand
-    from models.spec import load_spec
 
     backends = backends_from_arg(args.backend)
+    check_seeds(args)
     inject.parse(os.environ.get(inject.ENV_VAR))  # a malformed fault spec fails before any worker
     names = [n.strip() for n in args.model.split(",") if n.strip()]
     if not names:
         raise UsageError("--model is empty; give one or more models (see `convbench list`)")
-    specs = [load_spec(n) for n in names]
+    specs = [load_run_spec(n) for n in names]
     configs = dict((s.spec_hash, config_from_args(args, s)) for s in specs)
     batch_sizes = args.batch_size or sorted(set(c.batch_size for c in configs.values()))
     data_dir = None
@@ -50,7 +51,7 @@ def run_from_args(args):
         else list(args.threads)
     jobs = expand(backends, specs, lambda spec: configs[spec.spec_hash], batch_sizes=args.batch_size,
                   threads=threads, repeat=args.repeat, timing_runs=args.timing_runs,
-                  timing_steps=args.timing_steps,
+                  timing_steps=args.timing_steps, seeds=args.seeds,
                   sweep_axes={"batch_size": batch_sizes, "threads": threads})
     print("convbench: sweep of %d job(s): %s x %s x batch %s x threads %s x %d repeat(s)%s, "
           "results -> %s" % (len(jobs), ",".join(b.name for b in backends), ",".join(names),
@@ -58,7 +59,9 @@ def run_from_args(args):
                              ",".join(str(t or "all") for t in threads),
                              args.repeat, matrix_note(args, repeats=False),
                              args.results), file=sys.stderr)
-    records = run_matrix(args, jobs, data_dir)
+    width = label_width(backends, args) + max(len(" %s b%d t%d" % (s.name, b, t or 0))
+                                              for s in specs for b in batch_sizes for t in threads)
+    records = run_matrix(args, jobs, data_dir, width)
     if records is None:
         return 130
     return finish(args, records, "job(s)")

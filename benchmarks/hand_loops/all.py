@@ -3,7 +3,7 @@
 Runs each hand loop with --vs-adapter (the adapter and the loop alternate in one process, so both
 see the same machine state) in the backend's own environment and worker variables, one after the
 other, and prints a Markdown table: hand and adapter median step ms, adapter / hand, the hand loop's
-GFLOP/s. tf_estimator's row is its step mode (the harness's default); its JSON also holds the
+GFLOP/s. tf-estimator's row is its step mode (the harness's default); its JSON also holds the
 epoch mode and a lockstep comparison, paired step by step, which is the tightest.
 
     .venv/bin/python benchmarks/hand_loops/all.py [--only tf,keras] [--json FILE]
@@ -33,8 +33,8 @@ LOOPS = (
     ("keras-torch fit", "keras-torch", "keras_loop.py", ["--backend", "torch", "--mode", "epoch"]),
     ("keras-jax", "keras-jax", "keras_loop.py", ["--backend", "jax"]),
     ("keras-jax fit", "keras-jax", "keras_loop.py", ["--backend", "jax", "--mode", "epoch"]),
-    ("tf_layers", "tf_layers", "tf_layers_loop.py", []),
-    ("tf_estimator", "tf_estimator", "tf_estimator_loop.py", []),
+    ("tf-layers", "tf-layers", "tf_layers_loop.py", []),
+    ("tf-estimator", "tf-estimator", "tf_estimator_loop.py", []),
     ("cntk", "cntk", "cntk_loop.py", []),
     ("jax", "jax", "jax_loop.py", []),
 )
@@ -42,7 +42,7 @@ LOOPS = (
 
 def row_of(backend, out):
     """(hand ms, adapter ms, adapter/hand, note) from a loop's JSON."""
-    if backend == "tf_estimator":
+    if backend == "tf-estimator":
         note = "step mode; lockstep paired: step %.3f, epoch %.3f" % (
             out["lockstep_adapter_step_over_hand_paired_median"],
             out["lockstep_adapter_epoch_over_hand_paired_median"])

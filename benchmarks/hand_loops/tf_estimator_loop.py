@@ -4,9 +4,9 @@ What a reader of the TF Estimator tutorial (cnn_mnist.py) would write: a `model_
 layers, MomentumOptimizer.minimize(global_step=...), an `input_fn` returning
 `tf.data.Dataset.from_tensor_slices((x, y)).batch(128)` over NHWC NumPy arrays, and
 `estimator.train(input_fn, hooks=[timer])` with step times from a SessionRunHook (perf_counter_ns in
-before_run / after_run). RunConfig as the `tf_estimator` adapter's: no summaries, no step logging,
+before_run / after_run). RunConfig as the `tf-estimator` adapter's: no summaries, no step logging,
 checkpoints only at session creation and at the end of train().
-It is the yardstick of the `tf_estimator` adapter (backends/tf_estimator_backend.py).
+It is the yardstick of the `tf-estimator` adapter (backends/tf_estimator_backend.py).
 
     .tox/tf_legacy/bin/python benchmarks/hand_loops/tf_estimator_loop.py
     PYTHONPATH=. .tox/tf_legacy/bin/python benchmarks/hand_loops/tf_estimator_loop.py --vs-adapter
@@ -299,7 +299,7 @@ def main():
         for name, run in (runners if r % 2 == 0 else runners[::-1]):
             run(keep=True)
 
-    out = {"loop": "tf_estimator", "model": "seed_convnet", "batch_size": args.batch_size,
+    out = {"loop": "tf-estimator", "model": "seed_convnet", "batch_size": args.batch_size,
            "threads": args.threads, "tensorflow": tf.__version__, "first": first}
     if adapters and args.lockstep_steps:
         out.update(lockstep(tf, np, hand, hand_input_fn, adapters, batches, args.lockstep_steps,

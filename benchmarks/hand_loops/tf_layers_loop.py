@@ -2,7 +2,7 @@
 
 What a 2018 post's reader would write: NHWC placeholders, the tutorial's layers, MomentumOptimizer,
 one `session.run([train_op, loss], feed_dict)` per step, data already in NHWC NumPy arrays.
-It is the yardstick of the `tf_layers` adapter (backends/tf_layers_backend.py).
+It is the yardstick of the `tf-layers` adapter (backends/tf_layers_backend.py).
 
     .tox/tf_legacy/bin/python benchmarks/hand_loops/tf_layers_loop.py              # the hand loop alone
     PYTHONPATH=. .tox/tf_legacy/bin/python benchmarks/hand_loops/tf_layers_loop.py --vs-adapter
@@ -103,7 +103,7 @@ def main():
                 t = time.perf_counter_ns()
                 run((r * args.steps + i) % len(batches))
                 times[name].append(time.perf_counter_ns() - t)
-    out = {"loop": "tf_layers", "model": "seed_convnet", "batch_size": args.batch_size,
+    out = {"loop": "tf-layers", "model": "seed_convnet", "batch_size": args.batch_size,
            "threads": args.threads, "tensorflow": tf.__version__,
            "steps_each": args.rounds * args.steps}
     for name in names:
