@@ -79,6 +79,11 @@ def test_list_shows_backends_and_models():
     assert proc.returncode == 0
     assert "numpy" in proc.stdout and "torch" in proc.stdout and "seed_convnet" in proc.stdout
     assert "34826" in proc.stdout
+    # columns sized to the longest name; the former names listed as aliases
+    rows = proc.stdout.split("\nmodels:")[0].splitlines()[1:-1]
+    starts = {row.index(" " + row.split()[1]) for row in rows}
+    assert len(rows) >= 11 and len(starts) == 1, rows
+    assert "aliases: tf_estimator -> tf-estimator, tf_layers -> tf-layers" in proc.stdout
 
 
 @pytest.mark.parametrize("args, expect", [
