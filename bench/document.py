@@ -41,6 +41,23 @@ class Preformatted(NamedTuple):
     css: str = "method"
 
 
+class Links(NamedTuple):
+    """A line of links: (label, href) pairs; href is an anchor (#...) or a relative file path."""
+    items: List[Any]
+    lead: str = ""
+
+
+class Grid(NamedTuple):
+    """Blocks side by side in HTML (images two to a row); one after another in Markdown."""
+    blocks: List[Any]
+
+
+class Swatches(NamedTuple):
+    """A legend of colours: (label, #rrggbb) pairs, written into the page as data."""
+    items: List[Any]
+    title: str = ""
+
+
 class Section(NamedTuple):
     title: str
     blocks: List[Any]
@@ -93,6 +110,13 @@ def _md_block(block, image_dir, tablefmt):
         return "\n".join("- " + item for item in block.items)
     if isinstance(block, Preformatted):
         return block.text
+    if isinstance(block, Links):
+        return block.lead + " · ".join("[%s](%s)" % (_md_cell(label), href)
+                                       for label, href in block.items)
+    if isinstance(block, Grid):
+        return blocks_markdown(block.blocks, image_dir, tablefmt)
+    if isinstance(block, Swatches):
+        return block.title + ", ".join("%s `%s`" % item for item in block.items)
     raise TypeError("not a document block: %r" % (block,))
 
 
@@ -118,9 +142,18 @@ def to_markdown(doc, image_dir="report_files"):
     return "\n\n".join(parts) + "\n", images(doc)
 
 
+def _flat(blocks):
+    for block in blocks:
+        if isinstance(block, Grid):
+            for inner in _flat(block.blocks):
+                yield inner
+        else:
+            yield block
+
+
 def images(doc):
     found = {}
-    for block in list(doc.intro) + [b for s in doc.sections for b in s.blocks]:
+    for block in _flat(list(doc.intro) + [b for s in doc.sections for b in s.blocks]):
         if isinstance(block, Image):
             if block.name in found:
                 raise ValueError("two images named %s in one document" % block.name)
@@ -131,8 +164,9 @@ def images(doc):
 # --- HTML -------------------------------------------------------------------------------------
 
 def _inline(text):
-    """Escaped text with `code` spans as <code> and line breaks kept."""
+    """Escaped text with `code` spans as <code>, **bold** as <strong>, line breaks kept."""
     escaped = html.escape(str(text))
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped).replace("\n", "<br>")
 
 
@@ -170,6 +204,16 @@ def _html_block(block):
         return "<ul>%s</ul>" % "".join("<li>%s</li>" % _inline(item) for item in block.items)
     if isinstance(block, Preformatted):
         return '<pre class="%s">%s</pre>' % (e(block.css), e(block.text))
+    if isinstance(block, Links):
+        return '<p class="links">%s%s</p>' % (_inline(block.lead), " · ".join(
+            '<a href="%s">%s</a>' % (e(href), e(label)) for label, href in block.items))
+    if isinstance(block, Grid):
+        return '<div class="grid">%s</div>' % "\n".join(_html_block(b) for b in block.blocks)
+    if isinstance(block, Swatches):
+        return '<p class="palette">%s%s</p>' % (_inline(block.title), " ".join(
+            '<span class="swatch" data-backend="%s" data-colour="%s"><i style="background:%s">'
+            '</i>%s</span>' % (e(label), e(colour), e(colour), e(label))
+            for label, colour in block.items))
     raise TypeError("not a document block: %r" % (block,))
 
 
@@ -198,6 +242,11 @@ table.sortable th{cursor:pointer}
 table.results td:nth-child(-n+4),table.results td:last-child{text-align:left}
 td:first-child{text-align:left}
 img{display:block;margin:.5em 0;max-width:100%}
+div.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:.5em 1.5em;align-items:start}
+p.verdict{margin:.3em 0 .8em 0;line-height:1.45}
+span.swatch{margin-right:1em;white-space:nowrap}
+span.swatch i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}
+p.provenance{color:#555;font-size:13px}
 pre.method{white-space:pre-wrap;background:#f8f8f8;padding:1em}
 </style></head><body>
 {body}

@@ -5,16 +5,15 @@ step-time distributions, per-step training loss overlaid, test accuracy against 
 peak memory. Statistics come from the raw step samples in the records (warm-up excluded).
 Rendered through bench/document.py, which escapes every string from a record in the HTML.
 """
-import io
 import os
 
 import numpy as np
 import pandas as pd
 
 from backends.base import TrainConfig
-from bench import metrics
-from bench.document import (Bullets, Document, Image, Preformatted, Section, Table, Text, to_html,
-                            to_markdown)
+from bench import palette, report_plots, verdict
+from bench.document import (Bullets, Document, Grid, Image, Links, Preformatted, Section, Swatches,
+                            Table, Text, to_html, to_markdown)
 from bench.results import read_records
 from bench.selection import GROUP_KEYS, latest_rows, machine_label, pooled_row, records_frame
 
@@ -51,7 +50,15 @@ def _display_table(group):
         "time to 99% s": group.t99.map(lambda v: _fmt(v, 1)),
         "reason": group.reason.map(lambda r: r if len(r) < 160 else r[:157] + "..."),
     })
-    return out.reset_index(drop=True)
+    return _for_reading(out.reset_index(drop=True), group.status)
+
+
+def _for_reading(table, statuses):
+    """Columns empty in every row left out; the reason column only where some row is not ok."""
+    keep = [c for c in table.columns if c == "backend" or table[c].astype(str).str.strip().ne("").any()]
+    if all(str(st).startswith("ok") for st in statuses) and "reason" in keep:
+        keep.remove("reason")
+    return table[keep]
 
 
 def _ranges(lows, highs):
@@ -82,79 +89,6 @@ def _group_title(key, config):
         extra.append("no dropout")
     return "%s on %s: batch %s, %s, %s, %s, %s thread(s), %s mode — %s" % (
         model, device, batch, opt, ", ".join(extra), dtype, threads, mode, machine)
-
-
-def _figure_png(fig):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _plots(group):
-    """PNG bytes of the group's plots: {name: png}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = group[group.status.str.startswith("ok")]
-    plots = {}
-    if ok.empty:
-        return plots
-    # runs too short to time a step past the warm-up have no distribution to draw
-    timed = [(name, metrics.steady_steps_ns(r) / 1e6) for name, r in zip(ok.backend, ok._record)]
-    timed = [(name, ms) for name, ms in timed if len(ms)]
-    if timed:
-        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(timed)))
-        ax.boxplot([ms for _, ms in timed], vert=False, showfliers=True, flierprops={"markersize": 2})
-        ax.set_yticks(range(1, len(timed) + 1))
-        ax.set_yticklabels([name for name, _ in timed])
-        ax.set_xscale("log")  # a few long outliers (other processes, GC) must not squash the boxes
-        ax.set_xlabel("step time, ms, log scale (warm-up excluded)")
-        ax.set_title("Step-time distribution")
-        plots["steps"] = _figure_png(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for name, r in zip(ok.backend, ok._record):
-        losses = np.asarray(r.get("step_loss") or [], dtype=float)
-        ax.plot(np.arange(1, len(losses) + 1), losses, label=name, linewidth=0.9, alpha=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (batch)")
-    ax.set_yscale("log")
-    ax.set_title("Per-step training loss: same weights, same batches")
-    ax.legend(fontsize=8)
-    plots["loss"] = _figure_png(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for name, r in zip(ok.backend, ok._record):
-        curve = r.get("curve") or []
-        ax.plot([p["train_s"] for p in curve], [p["test_accuracy"] for p in curve], "o-", label=name)
-    ax.axhline(0.98, color="grey", linestyle=":", linewidth=0.8)
-    ax.axhline(0.99, color="grey", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("training time, s (evaluation excluded)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Test accuracy against training time")
-    ax.legend(fontsize=8)
-    plots["accuracy"] = _figure_png(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(ok)))
-    names = list(ok.backend)
-    base = pd.to_numeric(ok.rss_after_build_mb, errors="coerce")
-    train = pd.to_numeric(ok.train_mem_mb, errors="coerce")
-    if train.notna().any():  # records made before training memory was measured have no split
-        ax.barh(names, list(base.fillna(0)), color="lightgrey", label="after build (import, data, model)")
-        ax.barh(names, list(train.fillna(0)), left=list(base.fillna(0)), color="tab:blue",
-                label="training")
-    ax.plot(list(ok.peak_rss_mb), names, "k|", markersize=14, label="whole-process peak")
-    if ok.device_peak_mb.notna().any():
-        ax.barh(names, list(ok.device_peak_mb.fillna(0)), color="tab:orange",
-                label="device peak", height=0.3)
-    ax.set_xlabel("resident MB (worker process)")
-    ax.set_title("Memory: baseline, training, and the whole process' peak (evaluation included)")
-    ax.legend(fontsize=8, loc="lower right")
-    plots["memory"] = _figure_png(fig)
-    return plots
 
 
 SWEEP_AXES = (("batch_size", "batch size"), ("threads", "threads"))
@@ -223,7 +157,7 @@ def _sweep_plot(rows):
         ax_x.set_title("Throughput against %s" % label)
         ax_x.legend(fontsize=8)
     fig.tight_layout()
-    return _figure_png(fig)
+    return report_plots.png(fig)
 
 
 def _peak_note(m):
@@ -317,25 +251,95 @@ METHODOLOGY = """\
 """
 
 
-def build_document(records, microbench_dir=None):
-    """The report as a document (bench/document.py): a section per configuration group, one per
-    sweep, the micro-benchmarks (from the pytest-benchmark JSON files in microbench_dir, when it
-    exists), the machine and the methodology."""
+def _ordered_groups(df):
+    """Configuration groups, machines with the newest records first; on each machine the default
+    configuration first (seed_convnet, batch 128, momentum, float32, CPU, step mode), then each
+    other model's groups, the step mode and default batch before the rest."""
+    newest = df.groupby("machine").time.max().sort_values(ascending=False)
+    rank = {m: i for i, m in enumerate(newest.index)}
+    default = TrainConfig()
+
+    def order(item):
+        machine, model, device, batch, optimizer, dtype, threads, mode, _ = item[0]
+        return (rank[machine], model != "seed_convnet", model, mode != "step",
+                batch != default.batch_size, optimizer != default.optimizer,
+                dtype != default.dtype, device != default.device, str(batch), str(threads))
+    return sorted(df.groupby(list(GROUP_KEYS), dropna=False, sort=True), key=order)
+
+
+def _provenance(group):
+    """Which commits, dates, machine and framework versions a section's figures come from."""
+    records = list(group._record)  # each row's newest training record
+    commits = sorted({(r.get("git_commit") or "?")[:10] + ("+dirty" if r.get("git_dirty") else "")
+                      for r in records})
+    times = sorted(r.get("time") or "" for r in records)
+    versions = ", ".join("%s %s" % (b, v) for b, v in zip(group.backend, group.version) if v)
+    return "Commit(s) %s; records from %s to %s; %s. Versions: %s." % (
+        ", ".join(commits), times[0][:16].replace("T", " "), times[-1][:16].replace("T", " "),
+        group.machine.iloc[0], versions or "n/a")
+
+
+def _anchor(i):
+    return "g%d" % i
+
+
+def _summary_section(groups):
+    """Per machine: the speed-at-a-glance chart of each model's headline group, then one
+    verdict per configuration group, in the report's order."""
+    blocks, seen_machines = [], []
+    for i, (key, group) in groups:
+        if key[0] not in seen_machines:
+            seen_machines.append(key[0])
+    for machine in seen_machines:
+        mine = [(i, kg) for i, kg in groups if kg[0][0] == machine]
+        headline = {}
+        for i, (key, group) in mine:  # the first (most default) group of each model
+            headline.setdefault(key[1], group)
+        chart = report_plots.overview(pd.concat(list(headline.values())))
+        blocks.append(Text("**%s**" % machine))
+        if chart:
+            blocks.append(Image("overview_%d.png" % seen_machines.index(machine), chart,
+                                "speed at a glance on %s" % machine))
+        for i, (key, group) in mine:
+            text = verdict.group_verdict(group)
+            if text:
+                blocks.append(Text("[%s] %s" % (_short_title(key, group), text), css="verdict"))
+    return Section("Summary", blocks, anchor="summary")
+
+
+def _short_title(key, group):
+    machine, model, device, batch, opt, dtype, threads, mode, _ = key
+    return "%s, batch %s, %s, %s, %s mode, %s thread(s)" % (model, batch, opt, dtype, mode, threads)
+
+
+def _palette_block(df):
+    names = palette.order(set(df.backend)) if not df.empty else []
+    return Swatches([(b, palette.colour(b)) for b in names], title="Colours: ")
+
+
+def build_document(records, microbench_dir=None, extra_links=()):
+    """The report as a document (bench/document.py): a summary (a verdict per configuration,
+    speed at a glance), a section per configuration group, one per sweep, the micro-benchmarks
+    (from the pytest-benchmark JSON files in microbench_dir, when it exists), the machine and the
+    methodology. extra_links: (label, relative path) of files kept beside the report."""
     df = latest_rows(records)
-    intro = [Text("Generated from %d record(s); the newest record per backend and configuration "
+    intro = [Text("Generated from %d record(s); the newest session per backend and configuration "
                   "is shown." % len(records))]
     if df.empty:
         intro.append(Text("No records yet: run `convbench run`."))
-    sections = []
-    groups = [] if df.empty else df.groupby(list(GROUP_KEYS), dropna=False, sort=True)
-    for i, (key, group) in enumerate(groups):
-        blocks = [Table(_display_table(group))]
+    groups = [] if df.empty else _ordered_groups(df)
+    groups = list(enumerate(groups))
+    sections = [_summary_section(groups)] if groups else []
+    for i, (key, group) in groups:
+        blocks = [Text(_provenance(group), css="provenance"), Table(_display_table(group))]
         ratio = _speed_target(group)
         if ratio:
             blocks.append(Text(ratio, css="target"))
-        blocks += [Image("g%d_%s.png" % (i, name), png, name) for name, png in _plots(group).items()]
+        plots = report_plots.group_plots(group)
+        blocks.append(Grid([Image("g%d_%s.png" % (i, name), png, name)
+                            for name, png in plots.items()]))
         config = group._record.iloc[0].get("config") or {}
-        sections.append(Section(_group_title(key, config), blocks))
+        sections.append(Section(_group_title(key, config), blocks, anchor=_anchor(i)))
     for sweep_id, rows in _sweep_rows(records).items():
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))
@@ -343,15 +347,23 @@ def build_document(records, microbench_dir=None):
         png = _sweep_plot(rows)
         if png:
             blocks.append(Image("sweep_%s.png" % sweep_id, png, "sweep %s" % sweep_id))
-        sections.append(Section(title, blocks))
+        sections.append(Section(title, blocks, anchor="sweep-%s" % sweep_id))
     if microbench_dir:
         from bench import microbench_results
 
         micro = microbench_results.section(microbench_dir)
-        sections += [micro] if micro else []
+        sections += [micro._replace(anchor="micro-benchmarks")] if micro else []
     if records:
-        sections.append(Section("Machine and software", [Bullets(_context_lines(records))]))
-    sections.append(Section("Methodology", [Preformatted(METHODOLOGY)]))
+        sections.append(Section("Machine and software", [Bullets(_context_lines(records))],
+                                anchor="machine"))
+    sections.append(Section("Methodology", [Preformatted(METHODOLOGY)], anchor="methodology"))
+    contents = [(s.title if len(s.title) < 90 else s.title[:87] + "...", "#" + s.anchor)
+                for s in sections if s.anchor]
+    intro.append(Links(contents, lead="Contents: "))
+    if extra_links:
+        intro.append(Links(list(extra_links), lead="Beside this report: "))
+    if not df.empty:
+        intro.append(_palette_block(df))
     return Document("convbench report", intro, sections)
 
 

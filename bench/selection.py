@@ -123,6 +123,7 @@ def pooled_row(rows):
     row["noise"] = noise_note(rows)
     medians = process_medians(ok._record)
     row["n_proc"] = len(medians)
+    row["proc_medians"] = [float(m) for m in medians]  # what the summary and compare test
     row["status"] = "ok" if len(ok) == len(rows) else (
         row["status"] if ok.empty else "ok %d of %d" % (len(ok), len(rows)))
     row["acc_sd"] = float(ok_train.test_acc.std(ddof=1)) if len(ok_train) > 1 else None

@@ -63,7 +63,9 @@ def test_run_writes_valid_records_and_report(small_run):
     for text in (md, html):
         assert "numpy" in text and "torch" in text and "median step ms" in text
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[1].split("<script>")[0].replace("http-equiv", "")
-    assert len(list((out / "report_files").glob("*.png"))) == 4
+    assert sorted(p.name for p in (out / "report_files").glob("*.png")) == [
+        "g0_accuracy.png", "g0_first_step.png", "g0_loss.png", "g0_memory.png", "g0_steps.png",
+        "g0_throughput.png", "overview_0.png"]
 
 
 def test_report_and_check_commands(small_run):
@@ -172,8 +174,32 @@ def test_notebook_runs_on_the_records(small_run, monkeypatch):
     nb = nbformat.read(os.path.join(REPO, "notebooks", "compare.ipynb"), as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}).execute()
-    table = nb.cells[2].outputs[0]["data"]["text/plain"]
+    table = nb.cells[2].outputs[0]["text"]
     assert "numpy" in table and "torch" in table
+    assert any(o.get("output_type") == "display_data" for o in nb.cells[3].outputs)
+
+
+def test_the_notebook_shows_exactly_the_reports_rows(monkeypatch):
+    """On the reference records, the notebook's table is the report's rows (bench.selection)."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    from bench.results import read_records
+    from bench.selection import latest_rows
+
+    reference = os.path.join(REPO, "results", "reference", "runs.jsonl")
+    monkeypatch.setenv("CONVBENCH_RESULTS", reference)
+    nb = nbformat.read(os.path.join(REPO, "notebooks", "compare.ipynb"), as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}).execute()
+    shown = [line.split(",") for line in nb.cells[2].outputs[0]["text"].strip().splitlines()[1:]]
+    rows = latest_rows(read_records(reference))
+    assert len(shown) == len(rows) > 20
+    # machine names hold commas (quoted in CSV): compare model, mode, backend and the median
+    got = [(l[-12], l[-11], l[-9], round(float(l[-5]), 3)) for l in shown if l[-5]]
+    want = [(r.model, r["mode"], r.backend, round(r.median_ms, 3)) for _, r in rows.iterrows()
+            if r.median_ms == r.median_ms]
+    assert got == want
 
 
 def test_model_training_defaults_apply_unless_a_flag_is_given(tmp_path):

@@ -157,7 +157,8 @@ def _main_table(driver):
 
 def test_table_rows_are_visible(page):
     t, heads, rows = _main_table(page)
-    assert {"backend", "status", "median step ms", "test acc", "reason"} <= set(heads)
+    assert {"backend", "status", "median step ms", "test acc"} <= set(heads)
+    assert "reason" not in heads  # every row is ok: the reason column is left out
     _assert_visible(page, t, "main table")
     for row in rows:
         _assert_visible(page, row, "row %s" % _cells(row)[:2])
@@ -238,7 +239,9 @@ def test_nothing_is_fetched_from_the_network(page, report):
     for attr in ("src=", "href="):
         for chunk in html.split(attr)[1:]:
             value = chunk[1:].split(chunk[0], 1)[0] if chunk[:1] in "'\"" else chunk.split()[0]
-            assert value.startswith("data:") or value.startswith("#"), (attr, value[:80])
+            # data: URIs, anchors, and links to files kept beside the report (never fetched)
+            assert value.startswith("data:") or value.startswith("#") or ":" not in value, (
+                attr, value[:80])
     entries = page.execute_script(
         "return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
     assert all(e.startswith("data:") for e in entries), entries
@@ -294,3 +297,64 @@ def test_full_page_screenshot_has_the_table_and_plots(page, report):
     for row in rows:
         area = region(row)
         assert area.size and (area.min(axis=2) < 100).mean() > 0.01
+
+
+def _shot(page):
+    shot = page.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    return base64.b64decode(shot["data"])
+
+
+def test_the_first_screen_shows_the_summary_and_the_chart(page, report):
+    """At 1400x900 the first screen holds the summary's verdict and the speed-at-a-glance chart
+    (the screenshot is kept beside the report, and in $CONVBENCH_ARTIFACTS)."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    page.set_window_size(1400, 900)
+    page.execute_script("window.scrollTo(0, 0)")
+    height = page.execute_script("return innerHeight")
+    summary = page.find_element(By.ID, "summary")
+    verdict = summary.find_element(By.CSS_SELECTOR, "p.verdict")
+    chart = summary.find_element(By.CSS_SELECTOR, "img")
+    assert chart.get_attribute("alt").startswith("speed at a glance")
+    assert "Fastest:" in verdict.text
+    for element in (verdict, chart):
+        r = page.execute_script("var r = arguments[0].getBoundingClientRect();"
+                                "return [r.top, r.bottom, r.width];", element)
+        assert r[0] >= 0 and r[1] <= height and r[2] > 300, (element.tag_name, r, height)
+    png = _shot(page)
+    path = report["dir"] / "report-first-screen.png"
+    path.write_bytes(png)
+    if os.environ.get("CONVBENCH_ARTIFACTS"):
+        os.makedirs(os.environ["CONVBENCH_ARTIFACTS"], exist_ok=True)
+        shutil.copy(str(path), os.path.join(os.environ["CONVBENCH_ARTIFACTS"], path.name))
+    assert Image.open(io.BytesIO(png)).size == (1400, height)
+
+
+def test_each_backend_has_one_colour_on_the_page_and_in_the_plots(page):
+    """The palette the page shows is bench.palette's, one colour per backend, and that colour is
+    drawn in each plot that shows the backend (its legend marker or line)."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from bench import palette
+
+    swatches = {s.get_attribute("data-backend"): s.get_attribute("data-colour")
+                for s in page.find_elements(By.CSS_SELECTOR, "span.swatch")}
+    assert {"numpy", "torch"} <= set(swatches), swatches
+    assert all(swatches[b] == palette.colour(b) for b in swatches), swatches
+    assert len(set(swatches.values())) == len(swatches)
+    rgb = {b: tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for b, c in swatches.items()}
+    checked = 0
+    for img in page.find_elements(By.TAG_NAME, "img"):
+        alt = img.get_attribute("alt")
+        if alt not in ("accuracy", "throughput", "first_step", "speed at a glance") and \
+                not alt.startswith("speed at a glance"):
+            continue
+        data = base64.b64decode(img.get_attribute("src").split(",", 1)[1])
+        pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).reshape(-1, 3)
+        present = {tuple(p) for p in np.unique(pixels, axis=0)}
+        for backend in ("numpy", "torch"):
+            assert rgb[backend] in present, (alt, backend, swatches[backend])
+        checked += 1
+    assert checked >= 3, checked
