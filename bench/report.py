@@ -12,6 +12,7 @@ import pandas as pd
 
 from backends.base import TrainConfig
 from bench import palette, report_plots, verdict
+from bench.methodology import METHODOLOGY
 from bench.document import (Bullets, Document, Grid, Image, Links, Preformatted, Section, Swatches,
                             Table, Text, to_html, to_markdown)
 from bench.results import read_records
@@ -169,9 +170,20 @@ def _peak_note(m):
                                               ", reused from the machine's cache" if peak.get("cached") else "")
 
 
+def _machine_sections(records):
+    """One machine-and-software section per machine (newest first), from its newest records."""
+    by_machine = {}
+    for r in records:
+        by_machine.setdefault(machine_label(r), []).append(r)
+    ordered = sorted(by_machine.items(), key=lambda kv: max(r.get("time") or "" for r in kv[1]),
+                     reverse=True)
+    return [Section("Machine and software: %s" % label, [Bullets(_context_lines(recs))],
+                    anchor="machine-%d" % i) for i, (label, recs) in enumerate(ordered)]
+
+
 def _context_lines(records):
-    """Machine and software fingerprint of the newest records."""
-    r = records[-1]
+    """Machine and software fingerprint of one machine's records (the newest for the machine)."""
+    r = max(records, key=lambda rec: rec.get("time") or "")
     m = r.get("machine") or {}
     gpus = ", ".join("%s (%s, driver %s)" % (g.get("name"), g.get("memory"), g.get("driver"))
                      for g in m.get("gpus") or []) or "none"
@@ -196,59 +208,6 @@ def _context_lines(records):
                 (", loaded: " + " ".join(env["math_libraries"])) if env.get("math_libraries") else "")
     lines += ["%s: %s" % (k, v) for k, v in sorted(soft.items())]
     return lines
-
-
-METHODOLOGY = """\
-- Every backend trains the same network (models/*.toml) from the same initial weights
-  (`init_weights_digest`), on the same MNIST batches in the same order (`order_digest`), with the
-  same optimizer, learning rate (on the batch-mean loss), thread budget and dtype. The
-  conformance suite (tests/test_conformance.py) proves it numerically against the NumPy reference:
-  logits, one optimizer step, and a 100-step loss trajectory.
-- Each backend runs in its own fresh worker process (its own environment where frameworks clash),
-  so threads, allocators and imports of one never touch another's figures.
-- Timed: one optimizer step, from handing over a prepared batch until its loss is back as a Python
-  float (the device sync point). Not timed: batch slicing, evaluation, logging.
-- The first step (graph building, compilation) is reported apart ("first step ms"); it and the next
-  warm-up steps are excluded from the statistics.
-- A step time is a property of a process as much as of a framework: where its buffers landed, what
-  else ran, how the CPU clocked. The spread between fresh processes is several times the spread
-  within one, and consecutive steps of one process are correlated, so a CI from one process' steps
-  claims far more than it knows. So each backend is measured in several fresh processes
-  (`--timing-runs`, default 5 for `convbench run`): the training run, plus timing-only processes
-  that time the first steps of the same training (same weights, same batches; 50 steady steps by
-  default), run after all training runs, interleaved across backends with the order rotated each
-  round. "median step ms" is the median of the process medians; "95% CI ms" is a percentile
-  bootstrap of that median over processes (scipy; shown from 3 processes up: it covers
-  process-to-process variation on this machine in this session, not other machines or days);
-  "process range ms" is the lowest and highest process median; "IQR ms" is the median of the
-  processes' own interquartile ranges (the jitter within a process). Accuracy, time to accuracy
-  and memory come from the training run(s) only.
-- Epoch mode (the framework's own loop: Keras `fit`, `Estimator.train`, timed by its callbacks):
-  a process' figure is the epochs' training wall time less the first step and the warm-up, per
-  steady step, so it includes what the loop does between steps (Keras' iterator slicing and
-  converting the next batch) and is comparable with step mode's; the callbacks' own step
-  intervals give the IQR. Mid-epoch evaluations run on the same schedule in both modes, in epoch
-  mode from inside the framework's call (a Keras callback; an Estimator hook that first writes a
-  checkpoint, which Estimator.predict reads), their time left out of the training time, so time to
-  98% / 99% means the same in both. Backends whose framework trains step by step have no epoch
-  mode: `--mode epoch` gives them an "unsupported" record.
-- Load: the CPU time other processes used during each job is measured (/proc/stat less the worker
-  and convbench); above 0.25 cores on average the status says "noisy", and `compare` leaves such
-  processes out unless asked. Python's garbage collector gets the same treatment in every worker:
-  a full collection before the first step, `gc.freeze()` where available, then left on.
-- GFLOP/s: the spec's training FLOPs per example (conv and dense multiply-adds x 2, forward +
-  weight and input gradients) x batch / median step, against this machine's fp32 matmul peak:
-  the best float32 1024^3 GEMM of every library the suite's interpreter has (NumPy's BLAS and
-  torch's, interleaved), measured once per machine, thread budget and math-kernel settings and
-  then reused, so every record of a machine divides by the same figure.
-- Memory: MNIST stays uint8 in every worker, made float one batch at a time. "train mem MB" is
-  what training itself adds: the peak resident set from the first step to the first evaluation
-  (the kernel's high-water mark, reset before the first step) minus the resident set after the
-  framework import and model build. "peak RSS MB" is the whole process' peak, import, data and
-  evaluation at batch 1000 included. Device peak where the framework reports it.
-- Time to 98% / 99%: training seconds (evaluation excluded) until a test-set evaluation (4 per
-  epoch) first reached it.
-"""
 
 
 def _ordered_groups(df):
@@ -354,8 +313,7 @@ def build_document(records, microbench_dir=None, extra_links=()):
         micro = microbench_results.section(microbench_dir)
         sections += [micro._replace(anchor="micro-benchmarks")] if micro else []
     if records:
-        sections.append(Section("Machine and software", [Bullets(_context_lines(records))],
-                                anchor="machine"))
+        sections += _machine_sections(records)
     sections.append(Section("Methodology", [Preformatted(METHODOLOGY)], anchor="methodology"))
     contents = [(s.title if len(s.title) < 90 else s.title[:87] + "...", "#" + s.anchor)
                 for s in sections if s.anchor]
@@ -367,9 +325,18 @@ def build_document(records, microbench_dir=None, extra_links=()):
     return Document("convbench report", intro, sections)
 
 
-def build_report(records, microbench_dir=None):
-    """(markdown text, html text, {png name: bytes}) for a list of records."""
-    doc = build_document(records, microbench_dir)
+#: files kept beside a report that it links to (the reference keeps them in results/reference/)
+COMPANIONS = (("hand-written loops", "hand_loops.md"),
+              ("TF kernel profile, TF 2.15", "tf_op_profile_tf2.15.json"),
+              ("TF kernel profile, TF 2.21", "tf_op_profile_tf2.21.json"))
+
+
+def build_report(records, microbench_dir=None, out_dir=None):
+    """(markdown text, html text, {png name: bytes}) for a list of records; out_dir: where the
+    report goes, for links to the COMPANIONS found there."""
+    links = [(label, name) for label, name in COMPANIONS
+             if out_dir and os.path.isfile(os.path.join(out_dir, name))]
+    doc = build_document(records, microbench_dir, links)
     md, pngs = to_markdown(doc)
     return md, to_html(doc), pngs
 
@@ -391,7 +358,8 @@ def write_report(results_path, out_dir=None):
     records = read_records(results_path)
     out_dir = out_dir or os.path.dirname(os.path.abspath(results_path))
     microbench_dir = os.path.join(os.path.dirname(os.path.abspath(results_path)), "microbench")
-    md, page, pngs = build_report(records, microbench_dir if os.path.isdir(microbench_dir) else None)
+    md, page, pngs = build_report(records, microbench_dir if os.path.isdir(microbench_dir) else None,
+                                  out_dir)
     files_dir = os.path.join(out_dir, "report_files")
     os.makedirs(files_dir, exist_ok=True)
     for name in os.listdir(files_dir):
