@@ -289,6 +289,7 @@ def build_document(records, microbench_dir=None, extra_links=()):
     groups = [] if df.empty else _ordered_groups(df)
     groups = list(enumerate(groups))
     sections = [_summary_section(groups)] if groups else []
+    toc = {}  # anchor -> a short label for the contents
     for i, (key, group) in groups:
         blocks = [Text(_provenance(group), css="provenance"), Table(_display_table(group))]
         ratio = _speed_target(group)
@@ -299,6 +300,7 @@ def build_document(records, microbench_dir=None, extra_links=()):
                             for name, png in plots.items()]))
         config = group._record.iloc[0].get("config") or {}
         sections.append(Section(_group_title(key, config), blocks, anchor=_anchor(i)))
+        toc[_anchor(i)] = "%s (%s)" % (_short_title(key, group), key[0].split(" (")[0])
     for sweep_id, rows in _sweep_rows(records).items():
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))
@@ -315,8 +317,8 @@ def build_document(records, microbench_dir=None, extra_links=()):
     if records:
         sections += _machine_sections(records)
     sections.append(Section("Methodology", [Preformatted(METHODOLOGY)], anchor="methodology"))
-    contents = [(s.title if len(s.title) < 90 else s.title[:87] + "...", "#" + s.anchor)
-                for s in sections if s.anchor]
+    contents = [(toc.get(s.anchor) or (s.title if len(s.title) < 60 else s.title[:57] + "..."),
+                 "#" + s.anchor) for s in sections if s.anchor]
     intro.append(Links(contents, lead="Contents: "))
     if extra_links:
         intro.append(Links(list(extra_links), lead="Beside this report: "))

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,9 @@ import pytest
 import needs
 from bench.inject import ENV_VAR
 from bench.paths import REPO
+
+REPO_PATH = pathlib.Path(REPO)
+
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 INSTALL = "apt-get install chromium chromium-driver"
@@ -304,13 +308,18 @@ def _shot(page):
     return base64.b64decode(shot["data"])
 
 
-def test_the_first_screen_shows_the_summary_and_the_chart(page, report):
-    """At 1400x900 the first screen holds the summary's verdict and the speed-at-a-glance chart
-    (the screenshot is kept beside the report, and in $CONVBENCH_ARTIFACTS)."""
+@pytest.mark.parametrize("which", ["this run", "reference"])
+def test_the_first_screen_shows_the_summary_and_the_chart(page, report, which):
+    """At 1400x900 the first screen holds the summary's verdict and the speed-at-a-glance chart,
+    for this test's report and for the kept reference report (the screenshots are kept beside the
+    test's report, and in $CONVBENCH_ARTIFACTS)."""
     from PIL import Image
     from selenium.webdriver.common.by import By
 
-    page.set_window_size(1400, 900)
+    if which == "reference":
+        page.get((REPO_PATH / "results" / "reference" / "report.html").as_uri())
+    page.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {  # a 1400x900 viewport
+        "width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
     page.execute_script("window.scrollTo(0, 0)")
     height = page.execute_script("return innerHeight")
     summary = page.find_element(By.ID, "summary")
@@ -323,12 +332,15 @@ def test_the_first_screen_shows_the_summary_and_the_chart(page, report):
                                 "return [r.top, r.bottom, r.width];", element)
         assert r[0] >= 0 and r[1] <= height and r[2] > 300, (element.tag_name, r, height)
     png = _shot(page)
-    path = report["dir"] / "report-first-screen.png"
+    path = report["dir"] / ("report-first-screen%s.png" % ("-reference" if which == "reference" else ""))
     path.write_bytes(png)
     if os.environ.get("CONVBENCH_ARTIFACTS"):
         os.makedirs(os.environ["CONVBENCH_ARTIFACTS"], exist_ok=True)
         shutil.copy(str(path), os.path.join(os.environ["CONVBENCH_ARTIFACTS"], path.name))
-    assert Image.open(io.BytesIO(png)).size == (1400, height)
+    assert Image.open(io.BytesIO(png)).size == (1400, height) and height == 900
+    page.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    if which == "reference":
+        page.get(report["html"].as_uri())  # the next tests read this run's report
 
 
 def test_each_backend_has_one_colour_on_the_page_and_in_the_plots(page):
