@@ -83,7 +83,8 @@ def test_local_sweep_writes_every_record_with_its_sweep_and_repeat(tmp_path):
     assert records[0]["step_loss"] == records[1]["step_loss"]
     assert records[0]["summary"]["test_accuracy"] == records[1]["summary"]["test_accuracy"]
     # one line per job, naming its cell; then the report
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("  numpy")]
+    # one line per record (stderr is a pipe: the progress lines come between them)
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("  numpy") and " epoch " not in l]
     assert len(lines) == 4 and "b64 t2 r2/2 ok" in lines[-1]
     assert (tmp_path / "report" / "report.html").exists() and "report:" in proc.stdout
     # the report gives the sweep its own section: a table of pooled repeats and the plot
