@@ -42,6 +42,24 @@ def epoch_step_ms(record):
     return (timing["train_s"] * 1e3 - sum(steps[:skip]) / 1e6) / (len(steps) - skip)
 
 
+def cached_step_ms(record):
+    """process_step_ms as the record's summary caches it (records made before the cache existed:
+    computed from the raw steps)."""
+    summary = record.get("summary") or {}
+    if "process_step_ms" in summary:
+        return summary["process_step_ms"]
+    return process_step_ms(record)
+
+
+def cached_iqr_ms(record):
+    """The interquartile range of the steady steps, ms, from the summary's cache when present."""
+    summary = record.get("summary") or {}
+    if "step_ms_iqr" in summary:
+        return summary["step_ms_iqr"]
+    steady = steady_steps_ns(record) / 1e6
+    return float(np.percentile(steady, 75) - np.percentile(steady, 25)) if len(steady) else None
+
+
 def process_step_ms(record):
     """The one step-time figure of a process: epoch mode's epoch_step_ms, else the median steady
     step; None when no step was timed past the warm-up."""
@@ -84,14 +102,20 @@ def summarize(record):
     gflops = (flops * batch / (median / 1e3) / 1e9) if (median and flops) else None
     timing = record.get("timing") or {}
     compiles, compile_ms = compile_steps(record)
+    q1 = float(np.percentile(steady, 25)) if len(steady) else None
+    q3 = float(np.percentile(steady, 75)) if len(steady) else None
     return {
         "compile_steps": compiles,
         "compile_ms": compile_ms,
         "epoch_step_ms": epoch_step_ms(record),
         "test_accuracy": epochs[-1]["test_accuracy"] if epochs else None,
         "median_step_ms": median,
-        "step_ms_q1": float(np.percentile(steady, 25)) if len(steady) else None,
-        "step_ms_q3": float(np.percentile(steady, 75)) if len(steady) else None,
+        "step_ms_q1": q1,
+        "step_ms_q3": q3,
+        # cached here, computed once when the record is written: the report and compare read a
+        # thousand records and must not re-derive them from the raw steps every time
+        "step_ms_iqr": q3 - q1 if q1 is not None else None,
+        "process_step_ms": process_step_ms(record),
         "images_per_s": batch / (median / 1e3) if median else None,
         "first_step_ms": timing["step_ns"][0] / 1e6 if timing.get("step_ns") else None,
         "achieved_gflops": gflops,

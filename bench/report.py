@@ -6,7 +6,6 @@ peak memory. Statistics come from the raw step samples in the records (warm-up e
 Rendered through bench/document.py, which escapes every string from a record in the HTML.
 """
 import io
-import os
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,6 @@ from backends.base import TrainConfig
 from bench import metrics
 from bench.document import (Bullets, Document, Image, Preformatted, Section, Table, Text, to_html,
                             to_markdown)
-from bench.results import read_records
 from bench.selection import GROUP_KEYS, latest_rows, machine_label, pooled_row, records_frame
 
 
@@ -368,26 +366,3 @@ def _speed_target(group):
             line += " (target <= 2x: %s)" % ("met" if r <= 2 else "NOT met")
         return line
     return None
-
-
-def write_report(results_path, out_dir=None):
-    """Regenerate report.md, report.html and report_files/*.png beside the results (or in out_dir)."""
-    records = read_records(results_path)
-    out_dir = out_dir or os.path.dirname(os.path.abspath(results_path))
-    microbench_dir = os.path.join(os.path.dirname(os.path.abspath(results_path)), "microbench")
-    md, page, pngs = build_report(records, microbench_dir if os.path.isdir(microbench_dir) else None)
-    files_dir = os.path.join(out_dir, "report_files")
-    os.makedirs(files_dir, exist_ok=True)
-    for name in os.listdir(files_dir):
-        if name.endswith(".png"):
-            os.unlink(os.path.join(files_dir, name))
-    for name, png in pngs.items():
-        with open(os.path.join(files_dir, name), "wb") as fh:
-            fh.write(png)
-    paths = {"md": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html")}
-    for key, text in (("md", md), ("html", page)):
-        tmp = paths[key] + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, paths[key])
-    return paths

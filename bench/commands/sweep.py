@@ -1,12 +1,12 @@
 """`convbench sweep`: a job matrix of backends x models x batch sizes x threads x repeats,
 locally or on a Ray cluster; then the report."""
-import os
 import sys
 
 from backends.base import TrainConfig
 from bench.cli_types import (DEFAULT_MODEL, UsageError, add_config_options, add_matrix_options,
                              add_report_options, add_results_option, int_list)
-from bench.commands.run import check_data, finish, matrix_note, run_matrix
+from bench.commands.run import (check_data, check_inject, check_outputs, finish, matrix_note,
+                                run_matrix)
 from bench.context import usable_cpus
 from bench.plan import backends_from_arg, config_from_args
 
@@ -31,23 +31,25 @@ def setup_arguments(subparsers):
 
 
 def run_from_args(args):
-    from bench import inject
     from bench.jobs import expand
     from models.spec import load_spec
 
     backends = backends_from_arg(args.backend)
-    inject.parse(os.environ.get(inject.ENV_VAR))  # a malformed fault spec fails before any worker
-    names = [n.strip() for n in args.model.split(",") if n.strip()]
+    check_inject()
+    check_outputs(args)
+    names = unique(n.strip() for n in args.model.split(",") if n.strip())
     if not names:
         raise UsageError("--model is empty; give one or more models (see `convbench list`)")
-    specs = [load_spec(n) for n in names]
+    specs = list(dict((s.spec_hash, s) for s in (load_spec(n) for n in names)).values())
     configs = dict((s.spec_hash, config_from_args(args, s)) for s in specs)
+    args.batch_size = unique(args.batch_size) if args.batch_size else None
     batch_sizes = args.batch_size or sorted(set(c.batch_size for c in configs.values()))
     data_dir = None
     for config in configs.values():
         data_dir = check_data(args, args.batch_size or [config.batch_size], config)
-    threads = [t or usable_cpus() for t in args.threads] if args.executor == "local" \
-        else list(args.threads)
+    # 0 is all CPUs: on 2 of them `--threads 0,2` is one value, and each job runs once
+    threads = unique(t or usable_cpus() for t in args.threads) if args.executor == "local" \
+        else unique(args.threads)
     jobs = expand(backends, specs, lambda spec: configs[spec.spec_hash], batch_sizes=args.batch_size,
                   threads=threads, repeat=args.repeat, timing_runs=args.timing_runs,
                   timing_steps=args.timing_steps,
@@ -59,6 +61,13 @@ def run_from_args(args):
                              args.repeat, matrix_note(args, repeats=False),
                              args.results), file=sys.stderr)
     records = run_matrix(args, jobs, data_dir)
-    if records is None:
-        return 130
     return finish(args, records, "job(s)")
+
+
+def unique(values):
+    """The values in their order, each once (a value given twice is one point of the matrix)."""
+    seen = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
