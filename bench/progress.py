@@ -14,6 +14,13 @@ class Progress(object):
         (self.bar.write if self.bar else lambda t: print(t, file=sys.stderr))(text)
 
     def update(self, message):
+        """Show a progress message; one that is malformed is ignored (a bar is never worth a run)."""
+        try:
+            self._update(message)
+        except (KeyError, TypeError, ValueError):
+            pass
+
+    def _update(self, message):
         if message.get("type") != "progress" or "step" not in message:
             return
         if message["epoch"] != self.epoch:
@@ -23,7 +30,9 @@ class Progress(object):
                             desc="%s epoch %d/%d" % (self.label, message["epoch"], message["epochs"]),
                             disable=None)  # None: no bar when stderr is not a terminal
         self.bar.n = message["step"]
-        self.bar.set_postfix(loss="%.4f" % message["loss"], refresh=False)
+        loss = message.get("loss")  # the worker's JSON makes a NaN loss null
+        self.bar.set_postfix(loss="%.4f" % loss if isinstance(loss, (int, float)) else str(loss),
+                             refresh=False)
         self.bar.refresh()
 
     def close(self):
