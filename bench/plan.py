@@ -23,7 +23,10 @@ def config_from_args(args, spec=None):
 
 def backends_from_arg(text):
     """The registry entries a comma-separated --backend names, in its order."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = []
+    for n in (n.strip() for n in text.split(",")):
+        if n and n not in names:  # a backend given twice runs once
+            names.append(n)
     if not names:
         raise UsageError("--backend is empty; give one or more of: %s" % ", ".join(registry.names()))
     try:
