@@ -71,16 +71,31 @@ def process_step_ms(record):
 
 
 def bootstrap_median_ci(samples, confidence=0.95, resamples=2000, seed=0):
-    """Percentile bootstrap CI of the median (scipy.stats.bootstrap)."""
-    from scipy import stats
+    """Percentile bootstrap CI of the median (scipy.stats.bootstrap); the same samples give the
+    same interval, so it is computed once per set (the report and compare ask for each twice)."""
+    key = (tuple(float(v) for v in samples), confidence, resamples, seed)
+    if key not in _CI_CACHE:
+        _CI_CACHE[key] = _bootstrap_median_ci(*key)
+    return _CI_CACHE[key]
 
+
+_CI_CACHE = {}
+
+
+def _bootstrap_median_ci(samples, confidence, resamples, seed):
+    """scipy.stats.bootstrap's percentile interval of the median, in NumPy: the same resampling
+    (one (resamples, n) draw of indexes from default_rng(seed)) and percentiles, so the same
+    interval to the last bits (tests/test_compare_stats.py), without scipy.stats' import, which
+    costs a report more than all its statistics."""
     samples = np.asarray(samples, dtype=np.float64)
     if len(samples) < 3 or np.ptp(samples) == 0:
         m = float(np.median(samples)) if len(samples) else float("nan")
         return m, m
-    res = stats.bootstrap((samples,), np.median, confidence_level=confidence, n_resamples=resamples,
-                          method="percentile", random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    index = np.random.default_rng(seed).integers(0, len(samples), (resamples, len(samples)))
+    medians = np.median(samples[index], axis=-1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def time_to_accuracy(curve, target):

@@ -14,6 +14,7 @@ from backends.base import TrainConfig
 from bench import metrics
 from bench.document import (Bullets, Document, Image, Preformatted, Section, Table, Text, to_html,
                             to_markdown)
+from bench.plot_cache import PlotCache
 from bench.selection import GROUP_KEYS, latest_rows, machine_label, pooled_row, records_frame
 
 
@@ -311,10 +312,21 @@ METHODOLOGY = """\
 """
 
 
-def build_document(records, microbench_dir=None):
+def _group_inputs(prefix, group):
+    """What a group's images show: each ok row's record and pooled figures (bench/plot_cache.py)."""
+    ok = group[group.status.str.startswith("ok")]
+    return [prefix] + [[b, r.get("run_id"), r.get("time"), after, train, peak, device]
+                       for b, r, after, train, peak, device in zip(
+                           ok.backend, ok._record, ok.rss_after_build_mb, ok.train_mem_mb,
+                           ok.peak_rss_mb, ok.device_peak_mb)]
+
+
+def build_document(records, microbench_dir=None, plots=None):
     """The report as a document (bench/document.py): a section per configuration group, one per
     sweep, the micro-benchmarks (from the pytest-benchmark JSON files in microbench_dir, when it
-    exists), the machine and the methodology."""
+    exists), the machine and the methodology. plots: a bench/plot_cache.PlotCache holding an
+    earlier report's images (only images whose data changed are drawn)."""
+    plots = plots or PlotCache()
     df = latest_rows(records)
     intro = [Text("Generated from %d record(s); the newest record per backend and configuration "
                   "is shown." % len(records))]
@@ -327,16 +339,20 @@ def build_document(records, microbench_dir=None):
         ratio = _speed_target(group)
         if ratio:
             blocks.append(Text(ratio, css="target"))
-        blocks += [Image("g%d_%s.png" % (i, name), png, name) for name, png in _plots(group).items()]
+        images = plots.draw(_group_inputs("g%d" % i, group), lambda: dict(
+            ("g%d_%s.png" % (i, kind), png) for kind, png in _plots(group).items()))
+        blocks += [Image(name, png, name[len("g%d_" % i):-4]) for name, png in images.items()]
         config = group._record.iloc[0].get("config") or {}
         sections.append(Section(_group_title(key, config), blocks))
     for sweep_id, rows in _sweep_rows(records).items():
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))
         blocks = [Table(_sweep_table(rows))]
-        png = _sweep_plot(rows)
+        name = "sweep_%s.png" % sweep_id
+        inputs = [name] + [[r.get("run_id"), r.get("time")] for r in rows._record]
+        png = plots.draw(inputs, lambda: {name: _sweep_plot(rows)} if len(rows) else {}).get(name)
         if png:
-            blocks.append(Image("sweep_%s.png" % sweep_id, png, "sweep %s" % sweep_id))
+            blocks.append(Image(name, png, "sweep %s" % sweep_id))
         sections.append(Section(title, blocks))
     if microbench_dir:
         from bench import microbench_results
@@ -349,9 +365,9 @@ def build_document(records, microbench_dir=None):
     return Document("convbench report", intro, sections)
 
 
-def build_report(records, microbench_dir=None):
+def build_report(records, microbench_dir=None, plots=None):
     """(markdown text, html text, {png name: bytes}) for a list of records."""
-    doc = build_document(records, microbench_dir)
+    doc = build_document(records, microbench_dir, plots)
     md, pngs = to_markdown(doc)
     return md, to_html(doc), pngs
 

@@ -7,6 +7,7 @@ import os
 import re
 
 from bench import safe_files
+from bench.plot_cache import PlotCache
 from bench.report import build_report
 from bench.results import read_records
 
@@ -34,15 +35,27 @@ def output_problem(out_dir):
     return None
 
 
-def _old_images(files_dir):
-    """The images an earlier report wrote here (its manifest), by the report's own naming only:
-    a file the report did not create is never deleted."""
+def _earlier_images(files_dir):
+    """(the images an earlier report wrote here, by its manifest and the report's own naming only:
+    a file the report did not create is never deleted; a PlotCache of those still readable)."""
     try:
         with open(os.path.join(files_dir, MANIFEST)) as fh:
-            names = fh.read().split()
-    except OSError:
-        return []
-    return [n for n in names if OWN_PNG.match(n)]
+            keys = PlotCache.parse_manifest(fh.read())
+    except (OSError, UnicodeDecodeError):
+        return [], PlotCache()
+    names, stored = [], {}
+    for key, own in keys.items():
+        own = [n for n in own if OWN_PNG.match(n)]
+        names += own
+        images = {}
+        for name in own:
+            path = os.path.join(files_dir, name)
+            if safe_files.not_regular(path) is None and os.path.exists(path):
+                with open(path, "rb") as fh:
+                    images[name] = fh.read()
+        if images and len(images) == len(own):
+            stored[key] = images
+    return names, PlotCache(stored)
 
 
 def write_report(results_path, out_dir=None):
@@ -57,16 +70,19 @@ def write_report(results_path, out_dir=None):
         raise ReportWriteError("cannot write the report: %s; fix: pass another --out/--report-dir"
                                % problem)
     microbench_dir = os.path.join(os.path.dirname(os.path.abspath(results_path)), "microbench")
-    md, page, pngs = build_report(records, microbench_dir if os.path.isdir(microbench_dir) else None)
     files_dir = os.path.join(out_dir, "report_files")
+    earlier, plots = _earlier_images(files_dir)
+    md, page, pngs = build_report(records, microbench_dir if os.path.isdir(microbench_dir) else None,
+                                  plots)
     try:
         os.makedirs(files_dir, exist_ok=True)
-        for name in set(_old_images(files_dir)) - set(pngs):
+        for name in set(earlier) - set(pngs):
             if safe_files.not_regular(os.path.join(files_dir, name)) is None:
                 os.unlink(os.path.join(files_dir, name))
         for name, png in pngs.items():
             safe_files.replace_file(files_dir, name, png)
-        safe_files.replace_file(files_dir, MANIFEST, "\n".join(sorted(pngs)).encode() + b"\n")
+        used = dict((name, key) for name, key in plots.used.items() if name in pngs)
+        safe_files.replace_file(files_dir, MANIFEST, PlotCache.manifest(used).encode())
         paths = {"md": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html")}
         for key, text in (("md", md), ("html", page)):
             safe_files.replace_file(out_dir, os.path.basename(paths[key]), text.encode("utf-8"))

@@ -99,7 +99,8 @@ def pooled_row(rows):
     train = rows[rows.role != "timing"]
     ok, ok_train = rows[rows.status == "ok"], train[train.status == "ok"]
     source = ok_train if len(ok_train) else (train if len(train) else rows)
-    row = source.sort_values("time").iloc[-1].copy()
+    # a dict, not a Series: setting a new key on a Series copies it (a thousand records, slowly)
+    row = source.sort_values("time").iloc[-1].to_dict()
     row["n_runs"] = len(train)
     row["noise"] = noise_note(rows)
     medians = process_medians(ok._record)
