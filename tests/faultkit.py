@@ -102,3 +102,4 @@ def baseline_file(directory):
     proc = convbench("run", "--backend", "numpy", "--results", path, *SMALL)
     assert proc.returncode == 0, proc.stderr
     return path
+

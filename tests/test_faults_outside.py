@@ -19,6 +19,7 @@ from bench.paths import REPO
 from faultkit import (SMALL, _env, _read, _records, _summary_line, account, convbench, no_survivors,
                       valid_lines)
 from procs import tagged_processes
+from record_mutations import MUTATIONS, mutant
 
 NUMPY = ["--backend", "numpy"]
 # SMALL without --no-report: runs that must also write their report
@@ -286,48 +287,6 @@ def test_symlinked_report_targets_are_refused_and_nothing_foreign_deleted(tmp_pa
 
 # --- records that are valid JSON but break the schema ------------------------------------------
 
-DROP = object()
-# (field path, value): wrong types, wrong shapes, values out of range, fields removed
-MUTATIONS = [
-    (("config",), "x"), (("config", "batch_size"), "64"), (("config", "lr"), None),
-    (("config", "mode"), 3), (("config", "limit_train"), "all"),
-    (("timing", "step_ns"), ["a"]), (("timing", "step_ns"), [1.5, 2]),
-    (("timing", "warmup_steps"), "1"), (("timing", "train_s"), "x"), (("timing",), DROP),
-    (("backend",), 7), (("framework",), None), (("model",), []), (("status",), "OK"),
-    (("reason",), 5), (("time",), 12), (("summary",), "fast"), (("summary", "step_ms_q1"), "1"),
-    (("summary", "median_step_ms"), "2"), (("summary", "test_accuracy"), 2.0),
-    (("summary", "process_step_ms"), "x"), (("summary", "median_step_ms"), DROP),
-    (("curve",), [{}]), (("curve",), "x"), (("curve", 0, "train_s"), "x"), (("epochs",), [{}]),
-    (("epochs", 0, "test_accuracy"), "0.9"), (("step_loss",), ["x"]), (("step_loss",), 5),
-    (("memory",), [1]), (("memory", "peak_rss_mb"), "big"), (("environment",), "numpy"),
-    (("environment", "math_libraries"), [1]), (("machine",), None), (("machine", "cores"), "two"),
-    (("machine", "gpus"), [1]), (("machine", "matmul_peak", "by_library"), {"x": "fast"}),
-    (("load",), {"other_cores": "x", "noisy": 1}), (("injected",), {"a": 1}),
-    (("repeat",), {"index": "0", "of": 2}), (("sweep",), {"id": 5, "axes": {}}),
-    (("work_hash",), 5), (("role",), "both"), (("spec_facts", "param_count"), "1"),
-    (("threads",), "1"), (("device",), "tpu"), (("run_id",), 1), (("executor",), "local"),
-    (("wall_s",), -1), (("git_dirty",), "yes"),
-    # valid, and so they must be reported and compared
-    (("curve",), []), (("step_loss",), [None, 1e308]), (("load",), None),
-    (("machine", "hostname"), None), (("summary", "time_to_98_s"), None),
-    (("environment", "extra"), {"deep": [1, [2, {"x": None}]]}),
-]
-
-
-def _mutant(record, path, value):
-    import copy
-
-    out = copy.deepcopy(record)
-    where = out
-    for key in path[:-1]:
-        where = where[key]
-    if value is DROP:
-        del where[path[-1]]
-    else:
-        where[path[-1]] = value
-    return out
-
-
 def test_schema_breaking_records_are_listed_skipped_and_never_crash_a_reader(tmp_path, fault_ledger,
                                                                              baseline):
     import json
@@ -339,9 +298,9 @@ def test_schema_breaking_records_are_listed_skipped_and_never_crash_a_reader(tmp
     for i, (field, value) in enumerate(MUTATIONS):
         # each under its own backend name, so the report draws and compare pairs every one
         named = dict(good, backend="m%02d" % i)
-        mutant = _mutant(named, field, value)
-        passing += not record_problems(mutant)
-        mutants.append(json.dumps(mutant))
+        changed = mutant(named, field, value)
+        passing += not record_problems(changed)
+        mutants.append(json.dumps(changed))
         twins.append(json.dumps(named))
     deep = "[" * 200000 + "]" * 200000
     path, twin_path = tmp_path / "runs.jsonl", tmp_path / "twins.jsonl"
