@@ -2,9 +2,12 @@
 (`python -m bench` too.) Each command is a module of bench/commands/.
 
 Errors the user can fix are one line on stderr naming the fix, with exit status 2; a run whose
-backends did not all succeed exits 1 after writing every record it has.
+backends did not all succeed exits 1 after writing every record it has. SIGTERM and SIGHUP get
+Ctrl-C's treatment (the worker stopped, complete records kept, an "interrupted" line) and exit
+128 + the signal: 143, 129 (130 for Ctrl-C).
 """
 import argparse
+import signal
 import sys
 
 from bench import envs
@@ -37,6 +40,7 @@ def main(argv=None):
     from models.spec import SpecError
 
     warnings.showwarning = _warn_in_one_line
+    _interrupt_on(signal.SIGTERM, signal.SIGHUP)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -46,9 +50,35 @@ def main(argv=None):
     except (UsageError, SpecError, DataError, envs.EnvError, InjectError) as exc:
         print("convbench: error: %s" % exc, file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # outside a worker (setup, report): nothing half-written either
-        print("convbench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a worker's run reported it; setup or report: nothing half-written
+        if not getattr(exc, "reported", False):
+            print("convbench: interrupted%s" % (
+                " by %s" % exc.signal_name if getattr(exc, "signal_name", None) else ""),
+                file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the main thread is, so every path that stops the worker
+    and keeps the records on Ctrl-C does so for them too."""
+
+    def __init__(self, signum):
+        KeyboardInterrupt.__init__(self)
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+
+
+def _interrupt_on(*signums):
+    def handler(signum, frame):
+        signal.signal(signum, signal.SIG_IGN)  # once: a second TERM must not cut the cleanup
+        raise Interrupted(signum)
+
+    for signum in signums:
+        try:
+            if signal.getsignal(signum) in (signal.SIG_DFL, None):  # nohup's SIG_IGN is kept
+                signal.signal(signum, handler)
+        except ValueError:  # main() called from a thread other than the main one
+            return
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ than 10%,
 the framework version, the host name, faults injected on either side (`CONVBENCH_INJECT`), and why
 a pair is marked x or !.
 
-Exit status: 1 when any pair is marked "+", else 0; 2 for usage errors (unknown id, missing file,
-nothing in common).
+Records that break the schema are skipped with a warning naming their line (bench/results.py), so
+no line of a results file can crash a comparison.
+
+Exit status: 0 when nothing is marked "+"; 1 when any pair is (a significant regression); 2 for
+usage errors (unknown or ambiguous id, missing file, bad option); 3 when there is nothing to compare
+(a side with no valid record, or no backend and configuration in common). A script can tell "B is
+slower" from "this could not be compared".
 """
 import math
 import os
@@ -49,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from backends import registry
+from bench.console import printable
 from bench.document import Table, Text, blocks_markdown
 from bench.results import read_records
 from bench.selection import (CONFIG_KEYS, latest_rows, old_work_hashes, process_medians,
@@ -66,12 +72,16 @@ class CompareError(ValueError):
     """A usage error: one line, exit status 2."""
 
 
+class NothingToCompare(CompareError):
+    """No comparison was possible: one line, exit status 3 (never 1, which means a regression)."""
+
+
 def resolve(spec, results_path):
     """(label, records) for A or B: a results file, or a session or run id in results_path."""
     if os.path.isfile(spec):
         records = read_records(spec)
         if not records:
-            raise CompareError("%s holds no records" % spec)
+            raise NothingToCompare("%s holds no valid record" % spec)
         return "%s (%d record(s))" % (spec, len(records)), records
     if os.sep in spec or spec.endswith((".jsonl", ".json")):
         raise CompareError("no results file %s" % spec)
@@ -331,7 +341,7 @@ def run(args):
     table, only_a, only_b = compare(records_a, records_b, args.threshold, args.alpha,
                                     args.include_noisy)
     if table.empty:
-        raise CompareError("A and B have no backend and configuration in common (A: %s; B: %s)"
+        raise NothingToCompare("A and B have no backend and configuration in common (A: %s; B: %s)"
                            % (", ".join(_describe(k) for k in only_a) or "no records",
                               ", ".join(_describe(k) for k in only_b) or "no records"))
     head = ["A: %s" % label_a, "B: %s" % label_b,
@@ -349,6 +359,6 @@ def run(args):
                     % (len(odd), ", ".join(odd.backend)))
     tail.append("%d significant regression(s), %d significant improvement(s) of %d pair(s)"
                 % (len(worse), len(better), len(table)))
-    print(blocks_markdown([Text("\n".join(head)), _shown(table), Text("\n".join(tail))],
-                          tablefmt="pipe" if args.markdown else "simple"))
+    print(printable(blocks_markdown([Text("\n".join(head)), _shown(table), Text("\n".join(tail))],
+                                    tablefmt="pipe" if args.markdown else "simple")))
     return 1 if len(worse) else 0

@@ -1,4 +1,17 @@
-"""One line per record on the console, as a run or sweep finishes each job."""
+"""One line per record on the console, as a run or sweep finishes each job; and `printable`, which
+every command applies to text from a record before it reaches a terminal."""
+import re
+
+# C0 and C1 controls and DEL (ESC starts a terminal escape sequence), bidi overrides
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text, keep_newlines=True):
+    """`text` with control characters shown as \\xNN / \\uNNNN escapes: a record's strings
+    (reason, stderr, backend names) come from anyone who can write the results file."""
+    text = _CONTROL.sub(lambda m: "\\x%02x" % ord(m.group()) if ord(m.group()) < 256
+                        else "\\u%04x" % ord(m.group()), str(text))
+    return text if keep_newlines else text.replace("\n", "\\n")
 
 
 def record_label(record):
@@ -18,6 +31,10 @@ def record_label(record):
 def one_line(record, width=14):
     """The record's outcome: status, accuracy, step time, throughput and memory, or the reason;
     the label padded to `width`."""
+    return printable(_one_line(record, width), keep_newlines=False)
+
+
+def _one_line(record, width):
     s = record.get("summary") or {}
     label = record_label(record).ljust(width)
     if record["status"] != "ok":

@@ -41,6 +41,11 @@ class DataError(RuntimeError):
     """Missing or corrupt data; the message names the file and the fix."""
 
 
+def _absolute(directory):
+    """Resolved once, in the parent: a worker runs in the repository, not the caller's directory."""
+    return os.path.abspath(directory)
+
+
 def _complete(directory):
     return bool(directory) and all(
         os.path.exists(os.path.join(directory, name + ".gz")) for name in FILES)
@@ -52,13 +57,13 @@ def resolve_data_dir(data_dir=None, download=True):
         if not _complete(data_dir):
             raise DataError("--data-dir %s does not hold the four MNIST .gz files (%s); fix: point "
                             "it at a directory that does" % (data_dir, ", ".join(n + ".gz" for n in FILES)))
-        return data_dir
+        return _absolute(data_dir)
     env = os.environ.get(ENV_VAR)
     if env:
         if not _complete(env):
             raise DataError("%s=%s does not hold the four MNIST .gz files; fix: point it at a "
                             "directory that does, or unset it" % (ENV_VAR, env))
-        return env
+        return _absolute(env)
     for candidate in (SHARED_DIR, CACHE_DIR):
         if _complete(candidate):
             return candidate
@@ -111,14 +116,37 @@ def _verify(name, raw, path):
                         % (path, len(raw), hashlib.sha256(raw).hexdigest()[:12], size, sha[:12], name))
 
 
-def read_idx(path, name):
-    """Parse one verified IDX .gz file into a uint8 array (images (N, 28, 28), labels (N,))."""
+def _inflate(path, name):
+    """The decompressed bytes, never more than the file's known size plus one: a small .gz that
+    inflates to gigabytes stops there. A FIFO or other non-regular file is refused unopened (it
+    would block)."""
+    import stat
+
+    size = FILES[name][0]
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DataError("cannot read %s (%s); fix: replace it with a good copy of %s.gz"
+                        % (path, exc.strerror, name))
+    if not stat.S_ISREG(mode):
+        raise DataError("%s is not a regular file; fix: replace it with a good copy of %s.gz"
+                        % (path, name))
     try:
         with gzip.open(path, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(size + 1)
     except (OSError, EOFError) as exc:
         raise DataError("%s is not a readable gzip file (%s); fix: replace it with a good copy of "
                         "%s.gz" % (path, exc, name))
+    if len(raw) > size:
+        raise DataError("%s is corrupt: it inflates past the %d bytes of %s (%d bytes read, "
+                        "reading stopped there); fix: replace it with a good copy of %s.gz"
+                        % (path, size, name, len(raw), name))
+    return raw
+
+
+def read_idx(path, name):
+    """Parse one verified IDX .gz file into a uint8 array (images (N, 28, 28), labels (N,))."""
+    raw = _inflate(path, name)
     _verify(name, raw, path)
     magic, count = struct.unpack(">ii", raw[:8])
     if magic == 2051:

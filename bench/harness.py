@@ -19,6 +19,18 @@ from bench.data import Mnist, batches, epoch_order, order_digest
 from models.spec import init_weights, weights_digest
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite: the run diverged. The backend ends `failed`
+    with this reason (its figures would mean nothing); the other backends still run."""
+
+
+def _check_finite(loss, step, config):
+    if not math.isfinite(loss):
+        raise NonFiniteLoss("loss became %s at step %d (the training diverged: lr %g, %s); fix: "
+                            "lower --lr" % ("nan" if loss != loss else "inf", step, config.lr,
+                                            config.optimizer))
+
+
 def evaluate(adapter, x, y, batch_size, dtype="float32"):
     """Test loss (mean softmax cross-entropy) and accuracy from the adapter's logits; x: uint8
     images, made floats one batch at a time."""
@@ -114,6 +126,7 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
         state = {"wall0": time.perf_counter(), "paused": 0.0}
 
         def on_step(ns, loss):
+            _check_finite(float(loss), len(step_ns) + 1, config)
             step_ns.append(int(ns))
             step_loss.append(float(loss))
             done = len(step_ns) - epoch * steps_per_epoch

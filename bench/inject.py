@@ -17,8 +17,8 @@ epochs; the fault fires when step N starts):
 Scope: `BACKEND:key=value` applies a fault to that backend's worker only, so one run can hold a
 faulty and a healthy backend: `CONVBENCH_INJECT="numpy:kill_at_step=3"` with
 `convbench run --backend numpy,torch`. An unscoped key applies to every backend. A malformed value,
-an unknown key or a key given twice for one backend is an InjectError (the parent checks it
-before any worker starts).
+an unknown key, a scope that names no backend or a key given twice for one backend is an
+InjectError (the parent checks it before any worker starts).
 
 3.6-compatible: CNTK's worker reads it too.
 """
@@ -76,8 +76,12 @@ PARSERS = {
 }
 
 
-def parse(text):
-    """[(scope or None, key, value)] from the variable's text; InjectError when malformed."""
+def parse(text, known=None):
+    """[(scope or None, key, value)] from the variable's text; InjectError when malformed.
+
+    known(scope): raises (KeyError) for a scope that is no backend; the parent passes the
+    registry's lookup, so a misspelt or mis-cased scope fails before any worker instead of never
+    firing."""
     items, seen = [], set()
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, sep, value = item.partition("=")
@@ -90,6 +94,13 @@ def parse(text):
             value = PARSERS[key](value.strip())
         except ValueError as exc:
             raise InjectError("%s item %r: %s; fix: see bench/inject.py" % (ENV_VAR, item, exc))
+        if scope is not None and known is not None:
+            try:
+                known(scope)
+            except KeyError:
+                raise InjectError("%s item %r: scope %r is not a backend (names are lower-case, "
+                                  "as `convbench list` shows them); fix: use one of them"
+                                  % (ENV_VAR, item, scope))
         if (scope, key) in seen:
             raise InjectError("%s gives %r twice; fix: give it once" % (ENV_VAR, key))
         seen.add((scope, key))

@@ -42,6 +42,24 @@ def epoch_step_ms(record):
     return (timing["train_s"] * 1e3 - sum(steps[:skip]) / 1e6) / (len(steps) - skip)
 
 
+def cached_step_ms(record):
+    """process_step_ms as the record's summary caches it (records made before the cache existed:
+    computed from the raw steps)."""
+    summary = record.get("summary") or {}
+    if "process_step_ms" in summary:
+        return summary["process_step_ms"]
+    return process_step_ms(record)
+
+
+def cached_iqr_ms(record):
+    """The interquartile range of the steady steps, ms, from the summary's cache when present."""
+    summary = record.get("summary") or {}
+    if "step_ms_iqr" in summary:
+        return summary["step_ms_iqr"]
+    steady = steady_steps_ns(record) / 1e6
+    return float(np.percentile(steady, 75) - np.percentile(steady, 25)) if len(steady) else None
+
+
 def process_step_ms(record):
     """The one step-time figure of a process: epoch mode's epoch_step_ms, else the median steady
     step; None when no step was timed past the warm-up."""
@@ -53,16 +71,31 @@ def process_step_ms(record):
 
 
 def bootstrap_median_ci(samples, confidence=0.95, resamples=2000, seed=0):
-    """Percentile bootstrap CI of the median (scipy.stats.bootstrap)."""
-    from scipy import stats
+    """Percentile bootstrap CI of the median (scipy.stats.bootstrap); the same samples give the
+    same interval, so it is computed once per set (the report and compare ask for each twice)."""
+    key = (tuple(float(v) for v in samples), confidence, resamples, seed)
+    if key not in _CI_CACHE:
+        _CI_CACHE[key] = _bootstrap_median_ci(*key)
+    return _CI_CACHE[key]
 
+
+_CI_CACHE = {}
+
+
+def _bootstrap_median_ci(samples, confidence, resamples, seed):
+    """scipy.stats.bootstrap's percentile interval of the median, in NumPy: the same resampling
+    (one (resamples, n) draw of indexes from default_rng(seed)) and percentiles, so the same
+    interval to the last bits (tests/test_compare_stats.py), without scipy.stats' import, which
+    costs a report more than all its statistics."""
     samples = np.asarray(samples, dtype=np.float64)
     if len(samples) < 3 or np.ptp(samples) == 0:
         m = float(np.median(samples)) if len(samples) else float("nan")
         return m, m
-    res = stats.bootstrap((samples,), np.median, confidence_level=confidence, n_resamples=resamples,
-                          method="percentile", random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    index = np.random.default_rng(seed).integers(0, len(samples), (resamples, len(samples)))
+    medians = np.median(samples[index], axis=-1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def time_to_accuracy(curve, target):
@@ -120,14 +153,20 @@ def summarize(record):
     compiles, compile_ms = compile_steps(record)
     per_step = batch / (median / 1e3) if median else None
     measured = measured_images_per_s(record)
+    q1 = float(np.percentile(steady, 25)) if len(steady) else None
+    q3 = float(np.percentile(steady, 75)) if len(steady) else None
     return {
         "compile_steps": compiles,
         "compile_ms": compile_ms,
         "epoch_step_ms": epoch_step_ms(record),
         "test_accuracy": epochs[-1]["test_accuracy"] if epochs else None,
         "median_step_ms": median,
-        "step_ms_q1": float(np.percentile(steady, 25)) if len(steady) else None,
-        "step_ms_q3": float(np.percentile(steady, 75)) if len(steady) else None,
+        "step_ms_q1": q1,
+        "step_ms_q3": q3,
+        # cached here, computed once when the record is written: the report and compare read a
+        # thousand records and must not re-derive them from the raw steps every time
+        "step_ms_iqr": q3 - q1 if q1 is not None else None,
+        "process_step_ms": process_step_ms(record),
         "images_per_s": per_step,
         "train_images_per_s": measured,
         "throughput_note": throughput_note(record, per_step, measured),

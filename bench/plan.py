@@ -56,7 +56,10 @@ def settings_line(config, lr_source):
 
 def backends_from_arg(text):
     """The registry entries a comma-separated --backend names, in its order."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = []
+    for n in (n.strip() for n in text.split(",")):
+        if n and n not in names:  # a backend given twice runs once
+            names.append(n)
     if names == ["all"]:  # every registered backend (not the NAME@ENV controls)
         names = registry.names()
     if not names:

@@ -10,6 +10,7 @@ LINE_EVERY_S = 10.0
 
 
 def _loss_text(loss):
+    # the worker's JSON makes a NaN loss null
     return "loss %.4f" % loss if isinstance(loss, (int, float)) else "loss %s" % loss
 
 
@@ -27,6 +28,13 @@ class Progress(object):
         (self.bar.write if self.bar else lambda t: print(t, file=self.stream))(text)
 
     def update(self, message):
+        """Show a progress message; one that is malformed is ignored (a bar is never worth a run)."""
+        try:
+            self._update(message)
+        except (KeyError, TypeError, ValueError):
+            pass
+
+    def _update(self, message):
         if message.get("type") != "progress" or "step" not in message:
             return
         now, step = time.monotonic(), message["step"]
@@ -41,7 +49,7 @@ class Progress(object):
         if self.plain:
             self._line(message, now, step)
             return
-        self.bar.set_postfix_str(_loss_text(message["loss"]), refresh=False)
+        self.bar.set_postfix_str(_loss_text(message.get("loss")), refresh=False)
         self.bar.update(step - self.bar.n)
 
     def _line(self, message, now, step):
@@ -53,7 +61,7 @@ class Progress(object):
         rate = "%.1f step/s" % ((step - s0) / (now - t0)) if step > s0 and now > t0 else "rate n/a"
         print("  %s epoch %d/%d: step %d/%d, %s, %s" % (
             self.label, message["epoch"], message["epochs"], step, message["steps"],
-            _loss_text(message["loss"]), rate), file=self.stream)
+            _loss_text(message.get("loss")), rate), file=self.stream)
 
     def close(self):
         if self.bar is not None:

@@ -15,7 +15,7 @@ from bench import palette, report_plots, verdict
 from bench.methodology import METHODOLOGY
 from bench.document import (Bullets, Document, Grid, Image, Links, Preformatted, Section, Swatches,
                             Table, Text, to_html, to_markdown)
-from bench.results import read_records
+from bench.plot_cache import PlotCache
 from bench.selection import GROUP_KEYS, latest_rows, machine_label, pooled_row, records_frame
 
 
@@ -242,7 +242,7 @@ def _anchor(i):
     return "g%d" % i
 
 
-def _summary_section(groups):
+def _summary_section(groups, plots):
     """Per machine: the speed-at-a-glance chart of each model's headline group, then one
     verdict per configuration group, in the report's order."""
     blocks, seen_machines = [], []
@@ -254,11 +254,13 @@ def _summary_section(groups):
         headline = {}
         for i, (key, group) in mine:  # the first (most default) group of each model
             headline.setdefault(key[1], group)
-        chart = report_plots.overview(pd.concat(list(headline.values())))
+        rows = pd.concat(list(headline.values()))
+        name = "overview_%d.png" % seen_machines.index(machine)
+        chart = plots.draw(_group_inputs(name, rows),
+                           lambda: {name: report_plots.overview(rows)}).get(name)
         blocks.append(Text("**%s**" % machine))
         if chart:
-            blocks.append(Image("overview_%d.png" % seen_machines.index(machine), chart,
-                                "speed at a glance on %s" % machine))
+            blocks.append(Image(name, chart, "speed at a glance on %s" % machine))
         for i, (key, group) in mine:
             text = verdict.group_verdict(group)
             if text:
@@ -276,11 +278,27 @@ def _palette_block(df):
     return Swatches([(b, palette.colour(b)) for b in names], title="Colours: ")
 
 
-def build_document(records, microbench_dir=None, extra_links=()):
+#: the pooled figures the plots draw: part of what keys an image (bench/plot_cache.py)
+PLOTTED = ("batch_size", "median_ms", "ci_lo", "ci_hi", "ratio", "first_step_ms",
+           "rss_after_build_mb", "train_mem_mb", "peak_rss_mb", "device_peak_mb")
+
+
+def _group_inputs(prefix, group):
+    """What a group's images show: each ok row's record and pooled figures (bench/plot_cache.py)."""
+    ok = group[group.status.str.startswith("ok")]
+    return [prefix] + [[row["backend"], row["model"], row["_record"].get("run_id"),
+                        row["_record"].get("time")] + [row[c] for c in PLOTTED]
+                       for _, row in ok.iterrows()]
+
+
+def build_document(records, microbench_dir=None, extra_links=(), plots=None):
     """The report as a document (bench/document.py): a summary (a verdict per configuration,
     speed at a glance), a section per configuration group, one per sweep, the micro-benchmarks
     (from the pytest-benchmark JSON files in microbench_dir, when it exists), the machine and the
-    methodology. extra_links: (label, relative path) of files kept beside the report."""
+    methodology. extra_links: (label, relative path) of files kept beside the report. plots: a
+    bench/plot_cache.PlotCache holding an earlier report's images (only images whose data changed
+    are drawn)."""
+    plots = plots or PlotCache()
     df = latest_rows(records)
     intro = [Text("Generated from %d record(s); the newest session per backend and configuration "
                   "is shown." % len(records))]
@@ -288,16 +306,17 @@ def build_document(records, microbench_dir=None, extra_links=()):
         intro.append(Text("No records yet: run `convbench run`."))
     groups = [] if df.empty else _ordered_groups(df)
     groups = list(enumerate(groups))
-    sections = [_summary_section(groups)] if groups else []
+    sections = [_summary_section(groups, plots)] if groups else []
     toc = {}  # anchor -> a short label for the contents
     for i, (key, group) in groups:
         blocks = [Text(_provenance(group), css="provenance"), Table(_display_table(group))]
         ratio = _speed_target(group)
         if ratio:
             blocks.append(Text(ratio, css="target"))
-        plots = report_plots.group_plots(group)
-        blocks.append(Grid([Image("g%d_%s.png" % (i, name), png, name)
-                            for name, png in plots.items()]))
+        prefix = "g%d_" % i
+        images = plots.draw(_group_inputs(prefix, group), lambda: dict(
+            (prefix + kind + ".png", png) for kind, png in report_plots.group_plots(group).items()))
+        blocks.append(Grid([Image(name, png, name[len(prefix):-4]) for name, png in images.items()]))
         config = group._record.iloc[0].get("config") or {}
         sections.append(Section(_group_title(key, config), blocks, anchor=_anchor(i)))
         toc[_anchor(i)] = "%s (%s)" % (_short_title(key, group), key[0].split(" (")[0])
@@ -305,7 +324,9 @@ def build_document(records, microbench_dir=None, extra_links=()):
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))
         blocks = [Table(_sweep_table(rows))]
-        png = _sweep_plot(rows)
+        name = "sweep_%s.png" % sweep_id
+        inputs = [name] + [[r.get("run_id"), r.get("time")] for r in rows._record]
+        png = plots.draw(inputs, lambda: {name: _sweep_plot(rows)} if len(rows) else {}).get(name)
         if png:
             blocks.append(Image("sweep_%s.png" % sweep_id, png, "sweep %s" % sweep_id))
         sections.append(Section(title, blocks, anchor="sweep-%s" % sweep_id))
@@ -333,12 +354,12 @@ COMPANIONS = (("hand-written loops", "hand_loops.md"),
               ("TF kernel profile, TF 2.21", "tf_op_profile_tf2.21.json"))
 
 
-def build_report(records, microbench_dir=None, out_dir=None):
+def build_report(records, microbench_dir=None, plots=None, out_dir=None):
     """(markdown text, html text, {png name: bytes}) for a list of records; out_dir: where the
     report goes, for links to the COMPANIONS found there."""
     links = [(label, name) for label, name in COMPANIONS
              if out_dir and os.path.isfile(os.path.join(out_dir, name))]
-    doc = build_document(records, microbench_dir, links)
+    doc = build_document(records, microbench_dir, links, plots)
     md, pngs = to_markdown(doc)
     return md, to_html(doc), pngs
 
@@ -353,27 +374,3 @@ def _speed_target(group):
             line += " (target <= 2x: %s)" % ("met" if r <= 2 else "NOT met")
         return line
     return None
-
-
-def write_report(results_path, out_dir=None):
-    """Regenerate report.md, report.html and report_files/*.png beside the results (or in out_dir)."""
-    records = read_records(results_path)
-    out_dir = out_dir or os.path.dirname(os.path.abspath(results_path))
-    microbench_dir = os.path.join(os.path.dirname(os.path.abspath(results_path)), "microbench")
-    md, page, pngs = build_report(records, microbench_dir if os.path.isdir(microbench_dir) else None,
-                                  out_dir)
-    files_dir = os.path.join(out_dir, "report_files")
-    os.makedirs(files_dir, exist_ok=True)
-    for name in os.listdir(files_dir):
-        if name.endswith(".png"):
-            os.unlink(os.path.join(files_dir, name))
-    for name, png in pngs.items():
-        with open(os.path.join(files_dir, name), "wb") as fh:
-            fh.write(png)
-    paths = {"md": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html")}
-    for key, text in (("md", md), ("html", page)):
-        tmp = paths[key] + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, paths[key])
-    return paths

@@ -13,7 +13,7 @@ import time
 from bench import envs, inject
 from bench.load import LoadMeter
 from bench.paths import REPO
-from bench.worker import MEMORY_LIMIT_VAR
+from bench.worker import DEADLINE_GRACE_S, MEMORY_LIMIT_VAR, PARENT_VAR
 
 STDERR_TAIL_LINES = 30
 MAX_LINE_BYTES = 64 * 2 ** 20  # a protocol line longer than this is garbage, not a record
@@ -92,6 +92,11 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
         # not safe in a parent that has threads (the timeout timer, Ray's)
         env[MEMORY_LIMIT_VAR] = str(int(memory_limit_mb))
     injected = inject.active(backend.name, environ=env)
+    # the worker watches for us (bench/worker.py): it ends itself when this process goes away,
+    # and at its own deadline (a little after ours) if nobody ends it
+    env[PARENT_VAR] = str(os.getpid())
+    if timeout_s:
+        job = dict(job, deadline_s=float(timeout_s) + DEADLINE_GRACE_S)
     stderr_file = tempfile.NamedTemporaryFile(prefix="convbench-worker-", suffix=".stderr", delete=False)
     meter = LoadMeter()
     try:
@@ -136,7 +141,7 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
             elif on_message:
                 on_message(message)
         proc.wait()
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (bench/cli.py), or a bug in on_message
         _kill(proc)
         proc.wait()  # reaped: no zombie, no orphan
         raise
@@ -171,11 +176,22 @@ def run_worker(backend, job, threads, timeout_s, on_message=None, log=print, mem
     return _blame_memory_limit(outcome, memory_limit_mb)
 
 
+def _under_limit(memory_limit_mb):
+    """A worker that died without a result under --memory-limit-mb may have died of it (an import
+    that cannot map its libraries dies in many ways): the limit is named with the fix."""
+    if not memory_limit_mb:
+        return ""
+    return (", under --memory-limit-mb %d (its address space was capped at %d MB: if that is too "
+            "low for this framework, raise it, or 0 for none)" % (memory_limit_mb, memory_limit_mb))
+
+
 def _blame_memory_limit(outcome, memory_limit_mb):
     """A failure under --memory-limit-mb that shows an allocation failure says so, naming the fix."""
     if not memory_limit_mb or outcome.status != "failed":
         return outcome
     if not MEMORY_SIGNS.search((outcome.reason or "") + "\n" + outcome.stderr_tail):
+        if "without a result" in (outcome.reason or ""):
+            outcome.reason = _one_line(outcome.reason + _under_limit(memory_limit_mb))
         return outcome
     outcome.reason = _one_line("exceeded the memory limit of %d MB (--memory-limit-mb %d; raise it, "
                                "or 0 for none): %s" % (memory_limit_mb, memory_limit_mb, outcome.reason))

@@ -95,7 +95,7 @@ def process_medians(records):
     """Each process' step-time figure, ms (bench/metrics.py: process_step_ms: the median steady
     step, or in epoch mode the epoch wall time per steady step); processes too short to time a
     step are left out."""
-    figures = (metrics.process_step_ms(r) for r in records)
+    figures = (metrics.cached_step_ms(r) for r in records)
     return np.array([f for f in figures if f is not None])
 
 
@@ -118,7 +118,8 @@ def pooled_row(rows):
     train = rows[rows.role != "timing"]
     ok, ok_train = rows[rows.status == "ok"], train[train.status == "ok"]
     source = ok_train if len(ok_train) else (train if len(train) else rows)
-    row = source.sort_values("time").iloc[-1].copy()
+    # a dict, not a Series: setting a new key on a Series copies it (a thousand records, slowly)
+    row = source.sort_values("time").iloc[-1].to_dict()
     row["n_runs"] = len(train)
     row["noise"] = noise_note(rows)
     medians = process_medians(ok._record)
@@ -139,9 +140,8 @@ def pooled_row(rows):
     row["proc_lo"], row["proc_hi"] = float(medians.min()), float(medians.max())
     if len(medians) >= 3:
         row["ci_lo"], row["ci_hi"] = metrics.bootstrap_median_ci(medians)
-    steady = [metrics.steady_steps_ns(r) / 1e6 for r in ok._record]
-    row["iqr_ms"] = float(np.median([np.percentile(ms, 75) - np.percentile(ms, 25)
-                                     for ms in steady if len(ms)]))
+    iqrs = [v for v in (metrics.cached_iqr_ms(r) for r in ok._record) if v is not None]
+    row["iqr_ms"] = float(np.median(iqrs)) if iqrs else None
     if len(ok_train):
         row["test_acc"] = float(ok_train.test_acc.mean())
         for col in ("first_step_ms", "train_mem_mb", "peak_rss_mb", "rss_after_build_mb", "t98",

@@ -58,4 +58,22 @@ def build_record(backend, spec, config, session, outcome, extra=None):
                    "work_hash": work_hash(spec.spec_hash, config.to_dict()),
                    "executor": {"kind": "local"}})
     record.update(extra or {})
+    return _valid_or_failed(record)
+
+
+def _valid_or_failed(record):
+    """An ok record is always a valid one: a worker's result that breaks the schema (e.g. a framework
+    returning odd types) is
+    written as `failed`, naming what broke, rather than as an ok record readers would refuse."""
+    from bench.schema import record_problems
+
+    if record["status"] != "ok":
+        return record
+    problems = record_problems(record)
+    if problems:
+        for key in ("timing", "step_loss", "epochs", "curve", "memory", "data", "environment", "gc"):
+            record.pop(key, None)  # the payload is what broke
+        record.update(status="failed", summary={}, stderr_tail="",
+                      reason="the worker's result breaks the record schema: %s"
+                      % "; ".join(problems[:3])[:1500])
     return record

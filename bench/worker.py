@@ -21,6 +21,57 @@ import traceback
 
 #: set by the parent (bench/runner.py) for --memory-limit-mb: the worker caps its own address space
 MEMORY_LIMIT_VAR = "CONVBENCH_MEMORY_LIMIT_MB"
+#: the parent's pid: the worker runs in its own session, so nothing else ends it when the parent dies
+PARENT_VAR = "CONVBENCH_PARENT_PID"
+#: the worker's own deadline is the parent's --timeout plus this: the parent's, with its reason,
+#: wins while the parent lives; the worker's holds when it does not
+DEADLINE_GRACE_S = 10.0
+WATCH_INTERVAL_S = 0.5
+
+
+def _end_group():
+    """Kill this worker and whatever it started (it leads its own process group)."""
+    import signal
+
+    try:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    finally:
+        os._exit(137)
+
+
+def _watch_parent():
+    """A daemon thread that ends the worker when its parent is gone (it was reparented: the parent
+    died, even by SIGKILL). A thread, not a signal: it runs whatever the main thread is stuck in,
+    as long as that releases the GIL (sleeps, I/O and the frameworks' kernels do)."""
+    import threading
+    import time
+
+    parent = int(os.environ.get(PARENT_VAR) or 0)
+    if not parent:
+        return
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                sys.stderr.write("convbench worker: parent %d is gone; exiting\n" % parent)
+                sys.stderr.flush()
+                _end_group()
+            time.sleep(WATCH_INTERVAL_S)
+
+    thread = threading.Thread(target=watch, name="convbench-parent-watch")
+    thread.daemon = True
+    thread.start()
+
+
+def _set_deadline(seconds):
+    """The worker's own timeout: SIGALRM with its default action, which the kernel carries out
+    even while the main thread is stuck in native code holding the GIL."""
+    import math
+    import signal
+
+    if seconds and seconds > 0:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(int(math.ceil(seconds)))
 
 
 def _limit_memory():
@@ -165,6 +216,13 @@ def run_job(job, emit):
         return {"type": "result", "status": "unavailable", "reason": str(exc)}
     except Unsupported as exc:
         return {"type": "result", "status": "unsupported", "reason": str(exc) or "not implemented"}
+    except ArithmeticError as exc:
+        from bench.harness import NonFiniteLoss
+
+        if not isinstance(exc, NonFiniteLoss):
+            traceback.print_exc()
+        return {"type": "result", "status": "failed", "reason": str(exc) if isinstance(
+            exc, NonFiniteLoss) else "%s: %s" % (type(exc).__name__, exc)}
     except Exception as exc:
         traceback.print_exc()  # to stderr: the parent keeps its tail
         return {"type": "result", "status": "failed",
@@ -172,11 +230,13 @@ def run_job(job, emit):
 
 
 def main():
+    _watch_parent()
     _limit_memory()
     channel = _open_channel()
     emit = _Emitter(channel)
     emit({"type": "hello", "pid": os.getpid(), "python": platform.python_version()})
     job = json.loads(sys.stdin.read())
+    _set_deadline(job.get("deadline_s"))
     emit(run_job(job, emit))
     channel.close()
 

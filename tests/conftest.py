@@ -58,6 +58,14 @@ class FaultLedger(object):
 
 
 @pytest.fixture(scope="session")
+def baseline(tmp_path_factory):
+    """One healthy numpy record (tests/faultkit.py): made once, shared by the fault suite's files."""
+    from faultkit import baseline_file
+
+    return baseline_file(tmp_path_factory.mktemp("baseline"))
+
+
+@pytest.fixture(scope="session")
 def fault_ledger(request):
     ledger = request.config.stash.setdefault(FAULT_LEDGER, FaultLedger())
     return ledger

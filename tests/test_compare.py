@@ -164,10 +164,10 @@ def test_usage_errors_are_one_line_exit_2(runs, args, expect):
     assert "Traceback" not in proc.stderr
 
 
-def test_nothing_in_common_is_a_usage_error(runs):
+def test_nothing_in_common_exits_3_not_a_regression(runs):
     numpy_c, torch_c = [[r for r in records(runs["rerun"]) if r["backend"] == n][0] for n in ("numpy", "torch")]
     proc = compare(numpy_c["run_id"], torch_c["run_id"], "--results", runs["all"])
-    assert proc.returncode == 2 and "no backend and configuration in common" in proc.stderr
+    assert proc.returncode == 3 and "no backend and configuration in common" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 

@@ -81,3 +81,21 @@ def test_too_few_processes_are_never_a_verdict(n):
     a, b = np.full(n, 40.0), np.full(n, 60.0)
     ratio, p, mark = cmp.judge(a, b)
     assert p is None and mark == "~" and ratio == pytest.approx(1.5)
+
+
+def test_bootstrap_ci_is_scipys_percentile_bootstrap():
+    """bench.metrics draws the interval in NumPy (no scipy.stats import for a report): the
+    same resampling as scipy.stats.bootstrap(method="percentile"), so the same interval."""
+    from scipy import stats
+
+    from bench.metrics import bootstrap_median_ci
+
+    rng = np.random.default_rng(1)
+    for n in (3, 4, 5, 8, 13):
+        samples = rng.lognormal(size=n)
+        ref = stats.bootstrap((samples,), np.median, confidence_level=0.95, n_resamples=2000,
+                              method="percentile", random_state=np.random.default_rng(0))
+        low, high = bootstrap_median_ci(samples)
+        assert low == pytest.approx(ref.confidence_interval.low, rel=1e-12)
+        assert high == pytest.approx(ref.confidence_interval.high, rel=1e-12)
+    assert bootstrap_median_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)

@@ -4,6 +4,8 @@ ok, nothing already written lost or corrupted, a non-zero exit with a one-line s
 
 Every test that runs convbench accounts for the records it expected and found in the fault ledger
 (tests/conftest.py), printed as a table at the end of the run; lost or corrupted is a failure.
+tests/test_faults_outside.py adds the faults around the worker (the disk, the parent, the numbers,
+the readers) to the same table; tests/faultkit.py holds what both files share.
 """
 import ast
 import gzip
@@ -25,77 +27,11 @@ from hypothesis import strategies as st
 
 from bench import data, inject
 from bench.paths import REPO
-from bench.schema import validate_file
+from faultkit import MNIST, SMALL, _env, _read, _records, _summary_line, account, convbench
 from models.spec import LAYER_KINDS, ModelSpec, SpecError, load_spec, spec_from_dict
-from procs import TAG_VAR, tagged_processes
+from procs import tagged_processes
 
-SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64", "--timing-runs", "1",
-         "--warmup-steps", "1", "--threads", "1", "--no-report"]
-MNIST = data.resolve_data_dir(download=False)  # the real files, found before any test changes env
 TORCH_HINT = "pip install 'convbench[torch]'"
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-def _env(inject_spec=None, tag=None):
-    env = dict(os.environ)
-    env.pop(inject.ENV_VAR, None)
-    if inject_spec:
-        env[inject.ENV_VAR] = inject_spec
-    if tag:
-        env[TAG_VAR] = tag  # inherited by the workers: finds them (and orphans)
-    return env
-
-
-def convbench(*args, inject_spec=None, tag=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "bench"] + list(args), cwd=REPO,
-                          env=_env(inject_spec, tag), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
-
-
-def _read(path):
-    if not os.path.exists(path):
-        return b""
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
-def _records(path):
-    return [json.loads(line) for line in _read(path).decode().splitlines() if line.strip()]
-
-
-def account(ledger, fault, path, before, expected_new, bad_lines=()):
-    """Put the observed figures in the ledger, then fail on any lost or corrupted record.
-
-    before: the file's bytes before the fault (they must stay its prefix, byte for byte);
-    expected_new: records the run must have added; bad_lines: line numbers the TEST damaged."""
-    after = _read(path)
-    corrupted = 0 if after.startswith(before) else 1
-    problems = []
-    valid = 0
-    if os.path.exists(path):
-        valid, problems = validate_file(path)
-    own = [p for p in problems if not any(p.startswith("line %d:" % n) for n in bad_lines)]
-    if own or (after and not after.endswith(b"\n")):
-        corrupted = 1
-    expected = len([l for l in before.splitlines() if l.strip()]) - len(bad_lines) + expected_new
-    expected = max(expected, 0)
-    row = ledger.add(fault, expected, valid, corrupted)
-    assert row[3] == 0 and row[4] == 0, "%s: lost %d, corrupted %d: %s" % (fault, row[3], row[4], own)
-    assert valid == expected, "%s: %d records found, %d expected" % (fault, valid, expected)
-
-
-def _summary_line(stderr):
-    return [l for l in stderr.splitlines() if l.strip()][-1]
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    """One healthy numpy record: the file other tests damage, extend or render."""
-    path = str(tmp_path_factory.mktemp("baseline") / "runs.jsonl")
-    proc = convbench("run", "--backend", "numpy", "--results", path, *SMALL)
-    assert proc.returncode == 0, proc.stderr
-    return path
 
 
 # --- one faulty worker among healthy ones ------------------------------------------------------
@@ -632,7 +568,8 @@ def test_record_fields_render_inert_in_the_html_report(tmp_path, baseline):
     good = _records(baseline)[0]
     evil = json.loads(json.dumps(good))
     evil.update(backend=XSS[0], framework=XSS[1], model=XSS[0], status="failed",
-                reason=XSS[0] + " " + XSS[1], stderr_tail=XSS[0], run_id="abc")
+                reason=XSS[0] + " " + XSS[1], stderr_tail=XSS[0],
+                run_id="abcabcabcabc")  # a valid id: the record is rendered, not skipped
     evil["environment"]["framework_version"] = XSS[1]
     evil["machine"]["cpu_model"] = XSS[0]
     good2 = json.loads(json.dumps(good))

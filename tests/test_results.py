@@ -7,10 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench import SCHEMA_VERSION
-from bench.paths import REPO
+from bench.paths import REPO, SCHEMA_PATH
 from bench.results import append_record, read_records
+from bench.schema import SHARED
 
 
 def _writer(path, tag, n):
@@ -115,3 +118,71 @@ def test_check_lists_a_record_of_a_newer_schema_version_as_a_problem(tmp_path):
         assert any(l.startswith("  line %d: " % line) and "upgrade convbench" in l
                    for l in lines), proc.stdout
     assert "newer than this convbench's %d" % SCHEMA_VERSION in proc.stdout
+
+
+# --- the fast schema check agrees with jsonschema ----------------------------------------------
+
+def _reference_records():
+    path = os.path.join(REPO, "results", "reference", "runs.jsonl")
+    records = [json.loads(line) for line in open(path)]
+    failed = [r for r in records if r["status"] != "ok"]
+    return [r for r in records if r["status"] == "ok"][::10] + failed[:2]
+
+
+def _verdicts(record):
+    from bench.schema import _hot_arrays, _validators
+
+    validators = _validators()
+    hot, light = _hot_arrays(record)
+    full = not hot and not list(validators[None].iter_errors(light)) and not any(
+        list(validators[name].iter_errors(record[name])) for name in SHARED if name in record)
+    return validators["fast"](light) and not hot, full
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 40, 2 ** 40) | st.sampled_from([0.0, 1.0, -1.5, 1e308])
+    | st.text(max_size=6) | st.sampled_from(["ok", "failed", "cpu", "float32", "step", "a" * 12]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6)
+
+
+def _paths(value, prefix=()):
+    """Every path into a record (dict keys and list indexes), the long arrays sampled."""
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i in sorted({0, len(value) - 1}) if value else []:
+            yield from _paths(value[i], prefix + (i,))
+
+
+def test_fast_schema_check_gives_jsonschemas_verdict():
+    from bench.schema_fast import compile_schema
+    from record_mutations import MUTATIONS, mutant
+
+    records = _reference_records()
+    assert compile_schema(json.load(open(SCHEMA_PATH))) is not None  # no fallback in practice
+    checked = 0
+    for record in records:
+        assert _verdicts(record) == (True, True)
+        for field, value in MUTATIONS:
+            try:
+                changed = mutant(record, field, value)
+            except (KeyError, IndexError, TypeError):
+                continue  # a failed record has no curve to mutate
+            fast, full = _verdicts(changed)
+            assert fast == full, (field, value, record["status"])
+            checked += 1
+    assert checked > 500
+
+    paths = sorted(set(p for p in _paths(records[0]) if p), key=str)
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(paths), JSON_VALUES)
+    def random_field(path, value):
+        fast, full = _verdicts(mutant(records[0], path, value))
+        assert fast == full, (path, value)
+
+    random_field()

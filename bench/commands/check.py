@@ -3,8 +3,9 @@ import argparse
 import os
 
 from bench.cli_types import UsageError
+from bench.console import printable
 from bench.commands.listing import run_from_args as list_backends_and_models
-from bench.results import DEFAULT_RESULTS
+from bench.results import DEFAULT_RESULTS, readable_problem
 
 
 def setup_arguments(subparsers):
@@ -19,11 +20,11 @@ def run_from_args(args):
     from bench.schema import validate_file
 
     if args.results:
-        if not os.path.exists(args.results):
-            raise UsageError("no results file %s" % args.results)
+        if readable_problem(args.results):
+            raise UsageError(readable_problem(args.results))
         n_ok, problems = validate_file(args.results)
         for p in problems:
-            print("  " + p)
+            print("  " + printable(p, keep_newlines=False))
         print("%s: %d valid record(s), %d problem(s)" % (args.results, n_ok, len(problems)))
         return 1 if problems else 0
     from bench.data import Mnist

@@ -1,6 +1,12 @@
 """`convbench compare`: two runs side by side (bench/compare.py); exit 1 on a significant
-regression."""
+regression, 2 on a usage error, 3 when nothing could be compared."""
+import sys
+
 from bench.cli_types import UsageError, add_results_option, positive_float
+from bench.console import printable
+
+#: the exit status when nothing could be compared (1 means a regression)
+NOTHING_TO_COMPARE = 3
 
 
 def setup_arguments(subparsers):
@@ -27,5 +33,8 @@ def run_from_args(args):
 
     try:
         return compare.run(args)
+    except compare.NothingToCompare as exc:
+        print("convbench: cannot compare: %s" % printable(exc, keep_newlines=False), file=sys.stderr)
+        return NOTHING_TO_COMPARE
     except compare.CompareError as exc:
-        raise UsageError(str(exc))
+        raise UsageError(printable(exc, keep_newlines=False))

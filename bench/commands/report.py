@@ -1,6 +1,4 @@
 """`convbench report`: regenerate results/report.{md,html} from the records."""
-import os
-
 from bench.cli_types import UsageError, add_results_option
 
 
@@ -16,12 +14,16 @@ def setup_arguments(subparsers):
 
 
 def run_from_args(args):
-    from bench.report import write_report
+    from bench.report_writer import ReportWriteError, write_report
+    from bench.results import readable_problem
 
-    if not os.path.exists(args.results):
-        raise UsageError("no results file %s; run `convbench run` first or pass --results FILE"
-                         % args.results)
-    paths = write_report(args.results, args.out)
+    if readable_problem(args.results):
+        raise UsageError("%s; run `convbench run` first or pass --results FILE"
+                         % readable_problem(args.results))
+    try:
+        paths = write_report(args.results, args.out)
+    except ReportWriteError as exc:
+        raise UsageError(str(exc))
     print("report: %s" % paths["html"])
     print("        %s" % paths["md"])
     if args.csv:

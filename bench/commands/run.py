@@ -23,12 +23,12 @@ def setup_arguments(subparsers):
 
 
 def run_from_args(args):
-    from bench import inject
     from bench.jobs import expand
 
     backends = backends_from_arg(args.backend)
     check_seeds(args)
-    inject.parse(os.environ.get(inject.ENV_VAR))  # a malformed fault spec fails before any worker
+    check_inject()
+    check_outputs(args)
     spec = load_run_spec(args.model)
     config, lr_source = config_and_lr_source(args, spec)
     if args.seeds:
@@ -42,8 +42,6 @@ def run_from_args(args):
                   threads=[args.threads if args.executor == "ray" else config.threads],
                   timing_runs=args.timing_runs, timing_steps=args.timing_steps, seeds=args.seeds)
     records = run_matrix(args, jobs, data_dir, label_width(backends, args))
-    if records is None:
-        return 130
     return finish(args, records, "backend(s)" if len(jobs) == len(backends) else "job(s)")
 
 
@@ -80,6 +78,32 @@ def matrix_note(args, repeats=True):
     return note
 
 
+def check_inject():
+    """A malformed fault spec, or one scoped to no backend, fails before any worker."""
+    from backends import registry
+    from bench import inject
+
+    inject.parse(os.environ.get(inject.ENV_VAR), known=registry.get)
+
+
+def check_outputs(args):
+    """Where the records and the report go must take them, checked before the first worker
+    starts (a run must not train for an hour and then fail to write)."""
+    from bench.report_writer import output_problem
+    from bench.results import results_path_problem
+
+    report_dir = None if args.no_report else (
+        args.report_dir or os.path.dirname(os.path.abspath(args.results)))
+    problem = results_path_problem(args.results, report_dir)
+    if problem:
+        raise UsageError(problem)
+    if report_dir is not None:
+        problem = output_problem(report_dir)
+        if problem:
+            raise UsageError("cannot write the report: %s; fix: pass another --report-dir, or "
+                             "--no-report" % problem)
+
+
 def check_data(args, batch_sizes, config):
     """Resolve and verify MNIST once, before any worker starts (with Ray, each node does its
     own: the driver only checks the sizes); returns the data directory the jobs get.
@@ -108,8 +132,10 @@ def check_data(args, batch_sizes, config):
 
 
 def run_matrix(args, jobs, data_dir, width=14):
-    """Run the jobs with the chosen executor; None when interrupted (records written are kept).
-    width: the console's label column."""
+    """Run the jobs with the chosen executor. On Ctrl-C, SIGTERM or SIGHUP (bench/cli.py makes
+    them KeyboardInterrupt) the worker is stopped, the records written are kept, and the
+    interruption propagates to the CLI, which exits 128 + the signal. width: the console's label
+    column."""
     from bench.executors import SweepError, run_jobs
 
     try:
@@ -120,22 +146,47 @@ def run_matrix(args, jobs, data_dir, width=14):
     except SweepError as exc:
         raise UsageError(str(exc))
     except KeyboardInterrupt as exc:
-        print("convbench: interrupted; the worker was stopped; %d complete record(s) kept in %s"
-              % (len(getattr(exc, "records_so_far", [])), args.results), file=sys.stderr)
-        return None
+        kept = getattr(exc, "records_so_far", [])
+        unsaved = _unsaved(kept, args.results)
+        print("convbench: interrupted%s; the worker was stopped; %d complete record(s) kept in %s%s"
+              % (" by %s" % exc.signal_name if getattr(exc, "signal_name", None) else "",
+                 len(kept), args.results, "; " + unsaved if unsaved else ""), file=sys.stderr)
+        exc.reported = True
+        raise
+
+
+def _unsaved(records, results):
+    """Where the records the results file refused went (bench/results.keep_record), or ''."""
+    unsaved = [r for r in records if r.get("_kept_in")]
+    if not unsaved:
+        return ""
+    places = sorted(set(r["_kept_in"][0] for r in unsaved))
+    return "%d record(s) could not be written to %s (%s) and are kept in %s" % (
+        len(unsaved), results, unsaved[0]["_kept_in"][1], ", ".join(places))
 
 
 def finish(args, records, unit):
-    """The report, then the exit status: 1 when some job did not finish ok."""
+    """The report, then the exit status: 1 when some job did not finish ok or some record could
+    not be written to the results file (it is then in the side file, or on stdout)."""
+    status = 0
     if not args.no_report:
-        from bench.report import write_report
-        paths = write_report(args.results, args.report_dir)
-        print("report: %s" % paths["html"])
-        print("        %s" % paths["md"])
+        from bench.report_writer import ReportWriteError, write_report
+        try:
+            paths = write_report(args.results, args.report_dir)
+            print("report: %s" % paths["html"])
+            print("        %s" % paths["md"])
+        except ReportWriteError as exc:
+            print("convbench: %s" % exc, file=sys.stderr)
+            status = 1
     bad = [r for r in records if r["status"] != "ok"]
     if bad:
         print("convbench: %d of %d %s did not finish ok: %s" % (
             len(bad), len(records), unit, "; ".join("%s %s (%s)" % (
                 record_label(r), r["status"], r["reason"]) for r in bad)), file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    unsaved = _unsaved(records, args.results)
+    if unsaved:  # the last line: what a user must act on
+        print("convbench: %s; fix: free space (or lift the file-size limit), then append them to "
+              "%s" % (unsaved, args.results), file=sys.stderr)
+        status = 1
+    return status

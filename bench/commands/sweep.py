@@ -1,12 +1,12 @@
 """`convbench sweep`: a job matrix of backends x models x batch sizes x threads x repeats,
 locally or on a Ray cluster; then the report."""
-import os
 import sys
 
 from backends.base import TrainConfig
 from bench.cli_types import (DEFAULT_MODEL, UsageError, add_config_options, add_matrix_options,
                              add_report_options, add_results_option, int_list)
-from bench.commands.run import (check_data, check_seeds, finish, label_width, matrix_note,
+from bench.commands.run import (check_data, check_inject, check_outputs, check_seeds, finish,
+                                label_width, matrix_note,
                                 run_matrix)
 from bench.context import usable_cpus
 from bench.plan import backends_from_arg, config_from_args, load_run_spec
@@ -32,23 +32,25 @@ def setup_arguments(subparsers):
 
 
 def run_from_args(args):
-    from bench import inject
     from bench.jobs import expand
 
     backends = backends_from_arg(args.backend)
     check_seeds(args)
-    inject.parse(os.environ.get(inject.ENV_VAR))  # a malformed fault spec fails before any worker
-    names = [n.strip() for n in args.model.split(",") if n.strip()]
+    check_inject()
+    check_outputs(args)
+    names = unique(n.strip() for n in args.model.split(",") if n.strip())
     if not names:
         raise UsageError("--model is empty; give one or more models (see `convbench list`)")
-    specs = [load_run_spec(n) for n in names]
+    specs = list(dict((s.spec_hash, s) for s in (load_run_spec(n) for n in names)).values())
     configs = dict((s.spec_hash, config_from_args(args, s)) for s in specs)
+    args.batch_size = unique(args.batch_size) if args.batch_size else None
     batch_sizes = args.batch_size or sorted(set(c.batch_size for c in configs.values()))
     data_dir = None
     for config in configs.values():
         data_dir = check_data(args, args.batch_size or [config.batch_size], config)
-    threads = [t or usable_cpus() for t in args.threads] if args.executor == "local" \
-        else list(args.threads)
+    # 0 is all CPUs: on 2 of them `--threads 0,2` is one value, and each job runs once
+    threads = unique(t or usable_cpus() for t in args.threads) if args.executor == "local" \
+        else unique(args.threads)
     jobs = expand(backends, specs, lambda spec: configs[spec.spec_hash], batch_sizes=args.batch_size,
                   threads=threads, repeat=args.repeat, timing_runs=args.timing_runs,
                   timing_steps=args.timing_steps, seeds=args.seeds,
@@ -62,6 +64,13 @@ def run_from_args(args):
     width = label_width(backends, args) + max(len(" %s b%d t%d" % (s.name, b, t or 0))
                                               for s in specs for b in batch_sizes for t in threads)
     records = run_matrix(args, jobs, data_dir, width)
-    if records is None:
-        return 130
     return finish(args, records, "job(s)")
+
+
+def unique(values):
+    """The values in their order, each once (a value given twice is one point of the matrix)."""
+    seen = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen

@@ -34,7 +34,9 @@ def run_jobs(jobs, data_dir=None, timeout_s=1800.0, results_path=None, on_record
                                      log=progress.log, extra=extra, run=run)
             finally:
                 progress.close()
-            results.append_record(results_path, record)
+            kept = results.keep_record(results_path, record)  # never lost: side file or stdout
+            if kept:
+                record["_kept_in"] = kept  # in memory only: finish() names where it went
             records.append(record)
             if bar is not None:
                 bar.update(1)

@@ -20,7 +20,7 @@ import uuid
 
 from bench.executors.common import SweepError, jobs_bar, say
 from bench.executors.ray_node import FORWARDED_ENV, code_version, probe_node, run_on_node
-from bench.results import append_record
+from bench.results import keep_record
 
 #: how often Ray re-runs a task whose worker process or node died (a benchmark failure is never
 #: retried: it is a result)
@@ -258,7 +258,9 @@ def run_jobs(jobs, address=None, data_dir=None, timeout_s=1800.0, results_path=N
                             "git_commit": record.get("git_commit"),
                             "git_dirty": record.get("git_dirty")},
                             spec_hash=record.get("spec_hash")), version, job.spec)
-                append_record(results_path, record)  # this driver is the only writer
+                kept = keep_record(results_path, record)  # this driver is the only writer
+                if kept:
+                    record["_kept_in"] = kept  # side file or stdout; finish() names it
                 records.append(record)
                 bar.update(1)
                 if on_record:

@@ -1,0 +1,63 @@
+"""The report's images, drawn only when what they show changed.
+
+Drawing is most of a report's time (~0.4 s an image), and the report is rewritten after every
+run while most of its tables stay as they were. An image is keyed by a hash of the code that draws
+it (bench/report.py's source and matplotlib's version) and of the data it shows (each row's
+record id and pooled figures); bench/report_writer.py keeps the keys in report_files' manifest and
+hands back the images whose keys still match. A changed record, a new row or new drawing code
+means a new key, so a stale image is never shown.
+"""
+import hashlib
+import json
+
+
+def _code_version():
+    import matplotlib
+
+    from bench import palette, report, report_plots
+
+    digest = hashlib.sha256(matplotlib.__version__.encode())
+    for module in (report, report_plots, palette):  # the code that draws, and its colours
+        with open(module.__file__, "rb") as fh:
+            digest.update(fh.read())
+    return digest.hexdigest()
+
+
+class PlotCache(object):
+    """stored: {key: {image name: png}} from an earlier report; used: {image name: key} now."""
+
+    def __init__(self, stored=None):
+        self.stored = stored or {}
+        self.used = {}
+        self._code = None
+
+    def key(self, inputs):
+        if self._code is None:
+            self._code = _code_version()
+        text = json.dumps(inputs, sort_keys=True, default=str)
+        return hashlib.sha256((self._code + text).encode()).hexdigest()[:24]
+
+    def draw(self, inputs, draw):
+        """{image name: png}: the stored images for these inputs, else draw() (and remember it)."""
+        key = self.key(inputs)
+        images = self.stored.get(key)
+        if images is None:
+            images = dict((name, png) for name, png in (draw() or {}).items() if png)
+            self.stored[key] = images
+        for name in images:
+            self.used[name] = key
+        return images
+
+    @staticmethod
+    def manifest(used):
+        return "".join("%s %s\n" % (name, key) for name, key in sorted(used.items()))
+
+    @staticmethod
+    def parse_manifest(text):
+        """{key: [image names]} from a manifest's text (malformed lines are ignored)."""
+        keys = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                keys.setdefault(parts[1], []).append(parts[0])
+        return keys
