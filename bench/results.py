@@ -231,3 +231,24 @@ def read_records(path, problems=None, whole=True):
             continue
         records.append(record)
     return records
+
+
+def validate_file(path):
+    """(number of valid records, list of problems, each naming its line) for a results file."""
+    from bench.schema import _validator, record_problems  # schema depends on nothing here
+
+    problems = []
+    validator = _validator()
+    valid = 0
+    for number, record, why in numbered_records(path):
+        if record is None:
+            problems.append("line %d: not a valid record (%s)" % (number, why))
+            continue
+        found = record_problems(record, validator)
+        if found:
+            problems.append("line %d: record %s (%s/%s): %s" % (
+                number, record.get("run_id"), record.get("backend"), record.get("model"),
+                "; ".join(found[:5])))
+        else:
+            valid += 1
+    return valid, problems

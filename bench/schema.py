@@ -11,7 +11,6 @@ it calls invalid goes to jsonschema, for the messages.
 import json
 
 from bench.paths import SCHEMA_PATH
-from bench.results import numbered_records
 
 #: top-level blocks shared by many records: validated once per distinct value
 SHARED = ("machine", "environment", "config", "spec_facts")
@@ -90,22 +89,3 @@ def record_problems(record, validator=None):
         return []
     found = sorted(_errors(validator, light) + _shared_errors(record))
     return problems + ["%s: %s" % e for e in found]
-
-
-def validate_file(path):
-    """(number of valid records, list of problems, each naming its line) for a results file."""
-    problems = []
-    validator = _validator()
-    valid = 0
-    for number, record, why in numbered_records(path):
-        if record is None:
-            problems.append("line %d: not a valid record (%s)" % (number, why))
-            continue
-        found = record_problems(record, validator)
-        if found:
-            problems.append("line %d: record %s (%s/%s): %s" % (
-                number, record.get("run_id"), record.get("backend"), record.get("model"),
-                "; ".join(found[:5])))
-        else:
-            valid += 1
-    return valid, problems

@@ -11,7 +11,7 @@ import pytest
 
 from bench import data
 from bench.paths import REPO
-from bench.schema import validate_file
+from bench.results import validate_file
 
 SMALL = ["--limit-train", "512", "--limit-test", "500", "--batch-size", "64", "--warmup-steps", "1",
          "--timing-runs", "1"]

@@ -11,7 +11,7 @@ import pytest
 from backends import registry
 from bench import envs
 from bench.paths import REPO
-from bench.schema import validate_file
+from bench.results import validate_file
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")

@@ -26,7 +26,7 @@ import uuid
 import pytest
 
 from bench.paths import REPO
-from bench.schema import validate_file
+from bench.results import validate_file
 import needs
 from procs import TAG_VAR, tagged_processes
 

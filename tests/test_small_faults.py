@@ -10,7 +10,7 @@ import pytest
 
 from bench import data
 from bench.context import usable_cpus
-from bench.schema import validate_file
+from bench.results import validate_file
 from faultkit import MNIST, SMALL, _records, convbench, no_survivors
 
 

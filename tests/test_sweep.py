@@ -14,7 +14,7 @@ from backends import registry
 from backends.base import TrainConfig
 from bench.jobs import expand, work_hash
 from bench.paths import REPO
-from bench.schema import validate_file
+from bench.results import validate_file
 from models.spec import load_spec
 
 SHORT = ["--backend", "numpy", "--limit-train", "1024", "--limit-test", "200", "--warmup-steps", "1",

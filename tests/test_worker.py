@@ -8,7 +8,7 @@ from backends.base import TrainConfig
 from bench.paths import REPO
 from bench.results import read_records
 from bench.runner import run_worker
-from bench.schema import validate_file
+from bench.results import validate_file
 from bench.executors.common import execute_job
 from bench.jobs import expand
 from bench.results import append_record

@@ -17,7 +17,7 @@ def setup_arguments(subparsers):
 
 
 def run_from_args(args):
-    from bench.schema import validate_file
+    from bench.results import validate_file
 
     if args.results:
         if readable_problem(args.results):
