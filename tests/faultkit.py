@@ -8,7 +8,8 @@ import time
 
 from bench import data, inject
 from bench.paths import REPO
-from bench.schema import record_problems, validate_file
+from bench.results import validate_file
+from bench.schema import record_problems
 from procs import TAG_VAR, tagged_processes
 
 SMALL = ["--limit-train", "1024", "--limit-test", "200", "--batch-size", "64", "--timing-runs", "1",
