@@ -40,7 +40,8 @@ class Unsupported(NotImplementedError):
     """This adapter does not implement this model or configuration."""
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adadelta")
+SCHEDULES = ("constant", "time", "step", "cosine")  # backends/common/schedule.py
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 
@@ -60,8 +61,8 @@ class TrainConfig(NamedTuple):
     momentum: float = 0.9      # sgd-with-momentum (heavy ball, PyTorch/Keras form)
     beta1: float = 0.9         # adam
     beta2: float = 0.999       # adam
-    rho: float = 0.9           # rmsprop decay
-    eps: float = 1e-7          # adam and rmsprop
+    rho: float = 0.9           # rmsprop and adadelta decay (Keras' Adadelta: 0.95)
+    eps: float = 1e-7          # adam, rmsprop and adadelta
     batch_size: int = 128
     epochs: int = 1
     seed: int = 0
@@ -76,11 +77,22 @@ class TrainConfig(NamedTuple):
     eval_batch_size: int = 1000
     mode: str = "step"         # "step": harness-timed train_step loop; "epoch": adapter's train_epoch
     max_steps: int = 0         # > 0: stop the epoch after this many steps (timing-only processes)
+    # the learning-rate schedule (backends/common/schedule.py): lr times a factor of the update count
+    schedule: str = "constant"  # constant | time (Keras' decay) | step | cosine
+    decay: float = 0.0          # time: lr / (1 + decay * k)
+    gamma: float = 0.1          # step: lr * gamma ** (k // decay_steps)
+    decay_steps: int = 0        # step: its period; cosine: its length (0: the whole run, see plan)
+    target_accuracy: float = 0.0  # > 0: stop at the first evaluation that reaches it (time to accuracy)
 
     def to_dict(self):
         d = dict(self._asdict())
-        if not d["max_steps"]:  # absent unless set: records made before it stay comparable
-            del d["max_steps"]
+        # absent unless set: records made before they existed stay comparable (same work hash)
+        for field in ("max_steps", "target_accuracy"):
+            if not d[field]:
+                del d[field]
+        if d["schedule"] == "constant":
+            for field in ("schedule", "decay", "gamma", "decay_steps"):
+                del d[field]
         return d
 
     @classmethod
