@@ -2,23 +2,40 @@
 the model's [training] table, then the suite's default). bench/jobs.py expands them into jobs."""
 from backends import registry
 from backends.base import TrainConfig
+from backends.common import schedule
 from bench.cli_types import UsageError
 from bench.context import usable_cpus
 
 # the options whose default is the model's [training] table, then the suite's TrainConfig
-TRAINING_OPTIONS = ("optimizer", "lr", "momentum", "batch_size", "epochs")
+TRAINING_OPTIONS = ("optimizer", "lr", "momentum", "rho", "eps", "batch_size", "epochs",
+                    "schedule", "decay", "gamma", "decay_steps")
+MNIST_TRAIN = 60000
 
 
 def config_from_args(args, spec=None):
-    """The run's TrainConfig: a flag wins, then the model's [training] defaults, then the suite's."""
+    """The run's TrainConfig: a flag wins, then the model's [training] defaults (with
+    --target-accuracy, its [training.target] recipe over them), then the suite's."""
     d = TrainConfig()._asdict()
-    d.update(dict(spec.training) if spec is not None else {})
+    training = dict(spec.training) if spec is not None else {}
+    target = dict(training.pop("target", ()))
+    d.update(training)
+    target_accuracy = getattr(args, "target_accuracy", None) or 0.0
+    if target_accuracy:
+        d.update(target)
     d.update((k, getattr(args, k)) for k in TRAINING_OPTIONS if getattr(args, k, None) is not None)
-    return TrainConfig(optimizer=d["optimizer"], lr=d["lr"], momentum=d["momentum"],
-                       batch_size=d["batch_size"], epochs=d["epochs"], seed=args.seed,
-                       threads=args.threads or usable_cpus(), device=args.device,
-                       dtype=args.dtype, limit_train=args.limit_train, limit_test=args.limit_test,
-                       warmup_steps=args.warmup_steps, mode=args.mode)
+    if d["schedule"] == "cosine" and not d["decay_steps"]:  # the whole run
+        d["decay_steps"] = d["epochs"] * ((args.limit_train or MNIST_TRAIN) // d["batch_size"])
+    config = TrainConfig(**dict(
+        d, seed=args.seed, threads=args.threads or usable_cpus(), device=args.device,
+        dtype=args.dtype, limit_train=args.limit_train, limit_test=args.limit_test,
+        warmup_steps=args.warmup_steps, mode=args.mode, target_accuracy=target_accuracy,
+        evals_per_epoch=getattr(args, "evals_per_epoch", None) or d["evals_per_epoch"]))
+    try:
+        schedule.check(config)
+    except schedule.ScheduleError as exc:
+        raise UsageError("%s (flags --schedule, --decay, --gamma, --decay-steps, or the model's "
+                         "[training] table)" % exc)
+    return config
 
 
 def backends_from_arg(text):

@@ -222,3 +222,27 @@ def test_the_tf_adapter_runs_on_tf_2_15_as_a_control(tmp_path):
     assert r["status"] == "ok" and r["backend"] == "tf@tf_legacy", r["reason"]
     assert r["environment"]["framework_version"].startswith("2.15.")
     assert r["summary"]["test_accuracy"] > 0.3
+
+
+def test_target_accuracy_stops_at_the_first_evaluation_that_reaches_it(tmp_path):
+    """Time to accuracy, end to end on torch: a reachable target stops the run mid-epoch (time and
+    steps of that evaluation recorded), an unreachable one runs every epoch and says so."""
+    results = str(tmp_path / "runs.jsonl")
+    common = ["run", "--backend", "torch", "--results", results, "--no-report", "--epochs", "2",
+              "--evals-per-epoch", "4"] + SMALL
+    reached = convbench(*common + ["--target-accuracy", "0.5"])
+    missed = convbench(*common + ["--target-accuracy", "0.999"])
+    assert reached.returncode == 0 and missed.returncode == 0, reached.stderr + missed.stderr
+    assert "reached after" in reached.stdout and "NOT reached in 2 epochs" in missed.stdout
+    assert validate_file(results) == (2, [])
+    with open(results) as fh:
+        hit, miss = [json.loads(line) for line in fh]
+    t = hit["target"]
+    assert (t["status"], t["accuracy"], hit["config"]["target_accuracy"]) == ("reached", 0.5, 0.5)
+    first = next(p for p in hit["curve"] if p["test_accuracy"] >= 0.5)
+    assert (t["steps"], t["train_s"]) == (first["step"], first["train_s"])
+    assert len(hit["timing"]["step_ns"]) == t["steps"] < 2 * 8  # stopped there
+    m = miss["target"]
+    assert (m["status"], m["train_s"], m["steps"]) == ("not_reached", None, None)
+    assert len(miss["timing"]["step_ns"]) == 16 and m["evaluations"] == 8 and m["eval_s"] > 0
+    assert hit["curve"][-1]["step"] == t["steps"]  # no evaluation after the one that reached it

@@ -31,9 +31,14 @@ def run_from_args(args):
     spec = load_spec(args.model)
     config = config_from_args(args, spec)
     data_dir = check_data(args, [config.batch_size], config)
-    print("convbench: %s on %s, %d epoch(s), batch %d, %s lr %g, %d thread(s), device %s, "
+    recipe = "%s lr %g" % (config.optimizer, config.lr)
+    if config.schedule != "constant":
+        recipe += " (%s schedule)" % config.schedule
+    if config.target_accuracy:
+        recipe += ", until test accuracy %g" % config.target_accuracy
+    print("convbench: %s on %s, %d epoch(s), batch %d, %s, %d thread(s), device %s, "
           "results -> %s%s" % (spec.name, ", ".join(b.name for b in backends), config.epochs,
-                               config.batch_size, config.optimizer, config.lr, config.threads,
+                               config.batch_size, recipe, config.threads,
                                config.device, args.results, matrix_note(args)), file=sys.stderr)
     # with Ray, --threads 0 (all cores) is resolved on the node that runs the job
     jobs = expand(backends, [spec], config, repeat=args.repeat,
