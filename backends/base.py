@@ -40,12 +40,16 @@ class Unsupported(NotImplementedError):
     """This adapter does not implement this model or configuration."""
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adadelta")
+SCHEDULES = ("constant", "time", "step", "cosine")  # backends/common/schedule.py
 #: each optimizer's learning rate when neither --lr nor the model's [training] table gives one:
 #: the frameworks' conventional defaults (Keras: SGD 0.01, Adam 0.001, RMSprop 0.001; PyTorch's
 #: Adam 0.001), except momentum's 0.1, which trains seed_convnet to >= 98% in one epoch (measured,
-#: seeds 0-2). docs/results-schema.md lists them.
-DEFAULT_LR = {"sgd": 0.01, "momentum": 0.1, "adam": 0.001, "rmsprop": 0.001}
+#: seeds 0-2), nesterov's 0.05 (the seed post's SGD(lr=0.05, nesterov=True)) and adadelta's 1.0
+#: (the original Adadelta's and Keras 1/2's; Keras 3's 0.001 barely moves). docs/results-schema.md
+#: lists them.
+DEFAULT_LR = {"sgd": 0.01, "momentum": 0.1, "nesterov": 0.05, "adam": 0.001, "rmsprop": 0.001,
+              "adadelta": 1.0}
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 
@@ -65,8 +69,8 @@ class TrainConfig(NamedTuple):
     momentum: float = 0.9      # sgd-with-momentum (heavy ball, PyTorch/Keras form)
     beta1: float = 0.9         # adam
     beta2: float = 0.999       # adam
-    rho: float = 0.9           # rmsprop decay
-    eps: float = 1e-7          # adam and rmsprop
+    rho: float = 0.9           # rmsprop and adadelta decay (Keras' Adadelta: 0.95)
+    eps: float = 1e-7          # adam, rmsprop and adadelta
     batch_size: int = 128
     epochs: int = 1
     seed: int = 0
@@ -82,11 +86,22 @@ class TrainConfig(NamedTuple):
     mode: str = "step"         # "step": harness-timed train_step loop; "epoch": the framework's
                                # own epoch loop (adapters with an `epoch_idiom` only)
     max_steps: int = 0         # > 0: stop the epoch after this many steps (timing-only processes)
+    # the learning-rate schedule (backends/common/schedule.py): lr times a factor of the update count
+    schedule: str = "constant"  # constant | time (Keras' decay) | step | cosine
+    decay: float = 0.0          # time: lr / (1 + decay * k)
+    gamma: float = 0.1          # step: lr * gamma ** (k // decay_steps)
+    decay_steps: int = 0        # step: its period; cosine: its length (0: the whole run, see plan)
+    target_accuracy: float = 0.0  # > 0: stop at the first evaluation that reaches it (time to accuracy)
 
     def to_dict(self):
         d = dict(self._asdict())
-        if not d["max_steps"]:  # absent unless set: records made before it stay comparable
-            del d["max_steps"]
+        # absent unless set: records made before they existed stay comparable (same work hash)
+        for field in ("max_steps", "target_accuracy"):
+            if not d[field]:
+                del d[field]
+        if d["schedule"] == "constant":
+            for field in ("schedule", "decay", "gamma", "decay_steps"):
+                del d[field]
         return d
 
     @classmethod

@@ -72,7 +72,7 @@ import numpy as np
 
 from backends import cntk_learners as learners
 from backends.base import Unavailable, Unsupported
-from backends.common import tables
+from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.layout import max_norm_axes
 from backends.common.padding import conv_padding
@@ -190,6 +190,7 @@ class CntkAdapter(TableAdapter):
         self.C = C
         self.ACTIVATIONS = {"relu": C.relu, "tanh": C.tanh}
         cfg = self.config
+        schedule.check(cfg)
         if cfg.dtype not in ("float32", "float64"):
             raise Unsupported("dtype %r" % cfg.dtype)
         self.np_dtype = np.dtype(cfg.dtype)

@@ -24,6 +24,10 @@ Sameness with the suite (docs/results-schema.md#optimizers, PyTorch's formulas),
   PyTorch's form);
 - rmsprop: optax.rmsprop(lr, decay=rho, eps=eps, eps_in_sqrt=False): optax's default puts eps
   INSIDE the square root (rsqrt(v + eps)); PyTorch's is g / (sqrt(v) + eps);
+- nesterov: optax.sgd(nesterov=True) (update g + mu*(mu*v + g): PyTorch's); adadelta:
+  optax.adadelta(lr, rho, eps) (eps inside both roots, as everywhere);
+- schedules (SCHEDULES): optax's exponential_decay(staircase) and cosine_decay_schedule, a plain
+  count -> lr function for the time-based decay; optax applies lr after the trace (PyTorch's form);
 - loss: optax.softmax_cross_entropy_with_integer_labels, mean over the batch;
 - avgpool2d: nnx.avg_pool, VALID windows (the spec's pools have no padding);
 - max_norm: Keras' MaxNorm applied inside the jitted step right after the optax update (jnp ops
@@ -55,7 +59,7 @@ import os
 import numpy as np
 
 from backends.base import Unavailable
-from backends.common import tables
+from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.layout import ChannelsLast, max_norm_axes, nchw_to_nhwc
 from backends.common.padding import conv_padding
@@ -142,13 +146,26 @@ class JaxAdapter(TableAdapter):
         "activation": lambda a, step: _activation(a, step.layer.function),
     }
     OPTIMIZERS = {
-        "sgd": lambda a: a.optax.sgd(a.config.lr),
-        "momentum": lambda a: a.optax.sgd(a.config.lr, momentum=a.config.momentum),
-        "adam": lambda a: a.optax.adam(a.config.lr, b1=a.config.beta1, b2=a.config.beta2,
+        "sgd": lambda a: a.optax.sgd(a.lr()),
+        "momentum": lambda a: a.optax.sgd(a.lr(), momentum=a.config.momentum),
+        "nesterov": lambda a: a.optax.sgd(a.lr(), momentum=a.config.momentum, nesterov=True),
+        "adam": lambda a: a.optax.adam(a.lr(), b1=a.config.beta1, b2=a.config.beta2,
                                        eps=a.config.eps),
-        "rmsprop": lambda a: a.optax.rmsprop(a.config.lr, decay=a.config.rho, eps=a.config.eps,
+        "rmsprop": lambda a: a.optax.rmsprop(a.lr(), decay=a.config.rho, eps=a.config.eps,
                                              eps_in_sqrt=False),
+        "adadelta": lambda a: a.optax.adadelta(a.lr(), rho=a.config.rho, eps=a.config.eps),
     }
+    # optax schedules: count -> lr (optax has no inverse-time decay: any such function is one)
+    SCHEDULES = {
+        "constant": lambda a, c: c.lr,
+        "time": lambda a, c: lambda count: c.lr / (1.0 + c.decay * count),
+        "step": lambda a, c: a.optax.exponential_decay(c.lr, c.decay_steps, c.gamma,
+                                                       staircase=True),
+        "cosine": lambda a, c: a.optax.cosine_decay_schedule(c.lr, c.decay_steps, alpha=0.0),
+    }
+
+    def lr(self):
+        return self.SCHEDULES[self.config.schedule](self, self.config)
 
     # -- build -----------------------------------------------------------------------------------
     def build(self):
@@ -156,6 +173,7 @@ class JaxAdapter(TableAdapter):
         self.notes = {}
         if cfg.optimizer not in self.OPTIMIZERS:
             tables.optimizer(self)  # Unsupported, before jax is imported
+        schedule.check(cfg)
         pinned = pin_cpus(cfg.threads, "jax")
         if pinned:
             self.notes["cpu_affinity"] = pinned

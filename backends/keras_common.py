@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 
 from backends.base import Adapter, Unavailable, Unsupported
-from backends.common import tables
+from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.layout import ChannelsLast, nchw_to_nhwc
 from backends.common.padding import conv_padding
@@ -102,17 +102,34 @@ def _act(a, function):
     return tables.activation(a, function)  # Keras' own name; None for "linear"
 
 
-# --- optimizers: Keras' SGD; Adam and RMSprop in PyTorch's formulas (keras_parts.py) ------------
+# --- optimizers: Keras' SGD and Adadelta; Adam and RMSprop in PyTorch's formulas (keras_parts.py);
+# the learning rate a keras.optimizers.schedules object where the schedule varies --------------
+
+def _lr(a):
+    c, schedules = a.config, a.keras.optimizers.schedules
+    if c.schedule == "time":  # Keras 1/2's SGD(decay=d): lr / (1 + d * iterations)
+        return schedules.InverseTimeDecay(c.lr, decay_steps=1, decay_rate=c.decay)
+    if c.schedule == "step":
+        return schedules.ExponentialDecay(c.lr, decay_steps=c.decay_steps, decay_rate=c.gamma,
+                                          staircase=True)
+    if c.schedule == "cosine":
+        return schedules.CosineDecay(c.lr, decay_steps=c.decay_steps, alpha=0.0)
+    return c.lr
+
+
+def _sgd(a, **momentum):
+    return a.keras.optimizers.SGD(learning_rate=_lr(a), **momentum)
+
 
 def _adam(a):
     c = a.config
-    return pytorch_optimizers(a.keras)[0](learning_rate=c.lr, beta_1=c.beta1, beta_2=c.beta2,
+    return pytorch_optimizers(a.keras)[0](learning_rate=_lr(a), beta_1=c.beta1, beta_2=c.beta2,
                                           epsilon=c.eps)
 
 
 def _rmsprop(a):
     c = a.config
-    return pytorch_optimizers(a.keras)[1](learning_rate=c.lr, rho=c.rho, epsilon=c.eps)
+    return pytorch_optimizers(a.keras)[1](learning_rate=_lr(a), rho=c.rho, epsilon=c.eps)
 
 
 class KerasBase(TableAdapter):
@@ -131,11 +148,16 @@ class KerasBase(TableAdapter):
         "activation": _activation,
     }
     OPTIMIZERS = {
-        "sgd": lambda a: a.keras.optimizers.SGD(learning_rate=a.config.lr),
-        "momentum": lambda a: a.keras.optimizers.SGD(learning_rate=a.config.lr,
-                                                     momentum=a.momentum()),
+        "sgd": _sgd,
+        "momentum": lambda a: _sgd(a, momentum=a.momentum()),
+        # Keras' p += mu*m - lr*g with m = mu*m - lr*g: PyTorch's p -= lr*(g + mu*v) at constant lr
+        "nesterov": lambda a: _sgd(a, momentum=a.momentum(), nesterov=True),
         "adam": _adam,
         "rmsprop": _rmsprop,
+        # Keras 3's Adadelta is the original's formula (eps inside both roots); the suite's
+        # config always names lr (Keras 3's default 0.001 is not Keras 1/2's 1.0)
+        "adadelta": lambda a: a.keras.optimizers.Adadelta(learning_rate=_lr(a), rho=a.config.rho,
+                                                          epsilon=a.config.eps),
     }
     ACTIVATIONS = {"relu": "relu", "tanh": "tanh"}
 
@@ -180,6 +202,10 @@ class KerasBase(TableAdapter):
         cfg = self.config
         if cfg.optimizer not in self.OPTIMIZERS:
             tables.optimizer(self)  # Unsupported, naming it, before any framework is imported
+        schedule.check(cfg)
+        why = schedule.unsupported_with_momentum(cfg)  # Keras' SGD: m = mu*m - lr_k*g
+        if why:
+            raise Unsupported(why)
         if cfg.mode not in ("step", "epoch"):
             raise Unsupported("training mode %r" % cfg.mode)
         self._select_backend()

@@ -11,7 +11,8 @@ layers' NHWC happens at the edges.
 
 Semantics that the frameworks share and this file must match:
 - the loss is the batch mean of softmax cross-entropy; optimizers follow PyTorch's formulas
-  (momentum: v = mu*v + g, p -= lr*v; Adam and RMSProp with eps outside the square root);
+  (momentum: v = mu*v + g, p -= lr*v; Nesterov p -= lr*(g + mu*v); Adam and RMSProp with eps
+  outside the square root; Adadelta with eps inside both), at the schedule's lr for each update;
 - a max-norm constraint (models/spec.py: ModelSpec.max_norms) rescales the constrained kernels
   after every update, as Keras' MaxNorm does.
 
@@ -22,6 +23,7 @@ from collections import OrderedDict
 import numpy as np
 
 from backends.base import Unavailable, Unsupported
+from backends.common import schedule
 from backends.common.adapter import TableAdapter, max_norm_numpy
 from backends.common.walker import walk
 # the layer classes (also imported from here by the tests)
@@ -44,29 +46,32 @@ def softmax_cross_entropy(logits, y):
     return loss, grad
 
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adadelta")
 
 
 class Optimizer(object):
-    """SGD, SGD with momentum, Adam and RMSProp in PyTorch's formulation, on a dict of arrays."""
+    """The suite's optimizers (PyTorch's formulas, docs/results-schema.md#optimizers) on a dict of
+    arrays, at the learning rate of the schedule (backends/common/schedule.py) for this update."""
 
     def __init__(self, config):
+        schedule.check(config)
         self.c = config
         self.state = {}
         self.t = 0
 
     def step(self, params, grads):
         c = self.c
+        lr = schedule.lr_at(c, self.t)  # t updates made before this one
         self.t += 1
         for name, g in grads.items():
             p = params[name]
             if c.optimizer == "sgd":
-                p -= c.lr * g
-            elif c.optimizer == "momentum":
+                p -= lr * g
+            elif c.optimizer in ("momentum", "nesterov"):
                 v = self.state.get(name)
                 v = g.copy() if v is None else v * c.momentum + g
                 self.state[name] = v
-                p -= c.lr * v
+                p -= lr * (g + c.momentum * v if c.optimizer == "nesterov" else v)
             elif c.optimizer == "adam":
                 m, v = self.state.get(name, (np.zeros_like(p), np.zeros_like(p)))
                 m = c.beta1 * m + (1 - c.beta1) * g
@@ -74,12 +79,19 @@ class Optimizer(object):
                 self.state[name] = (m, v)
                 mhat = m / (1 - c.beta1 ** self.t)
                 vhat = v / (1 - c.beta2 ** self.t)
-                p -= (c.lr * mhat / (np.sqrt(vhat) + c.eps)).astype(p.dtype)
+                p -= (lr * mhat / (np.sqrt(vhat) + c.eps)).astype(p.dtype)
             elif c.optimizer == "rmsprop":
                 v = self.state.get(name, np.zeros_like(p))
                 v = c.rho * v + (1 - c.rho) * g * g
                 self.state[name] = v
-                p -= (c.lr * g / (np.sqrt(v) + c.eps)).astype(p.dtype)
+                p -= (lr * g / (np.sqrt(v) + c.eps)).astype(p.dtype)
+            elif c.optimizer == "adadelta":  # eps inside both square roots, as every framework
+                v, u = self.state.get(name, (np.zeros_like(p), np.zeros_like(p)))
+                v = c.rho * v + (1 - c.rho) * g * g
+                d = np.sqrt(u + c.eps) / np.sqrt(v + c.eps) * g
+                u = c.rho * u + (1 - c.rho) * d * d
+                self.state[name] = (v, u)
+                p -= (lr * d).astype(p.dtype)
             else:
                 raise Unsupported("optimizer %r" % c.optimizer)
 

@@ -13,9 +13,10 @@ activations). 'same' padding in the spec is TF's own; explicit padding goes to t
 explicit padding list.
 
 Semantics kept identical to the suite's (PyTorch's) definitions, written out in TF ops:
-- optimizers (OPTIMIZERS): sgd p -= lr*g; momentum v = mu*v + g, p -= lr*v; adam with
-  bias-corrected m and v and eps outside the square root; rmsprop v = rho*v + (1-rho)*g^2,
-  p -= lr*g/(sqrt(v)+eps);
+- optimizers (OPTIMIZERS): sgd p -= lr*g; momentum v = mu*v + g, p -= lr*v; nesterov
+  p -= lr*(g + mu*v); adam with bias-corrected m and v and eps outside the square root; rmsprop
+  v = rho*v + (1-rho)*g^2, p -= lr*g/(sqrt(v)+eps); adadelta with eps inside both roots; lr the
+  schedule's for the update (_lr, from the step counter);
 - max-norm: Keras' MaxNorm formula, assigned inside the tf.function step after the update;
 - batchnorm: normalizes with the biased batch variance (tf.nn.moments) and keeps the UNBIASED
   running variance with PyTorch's momentum meaning (exactly the canonical state);
@@ -25,7 +26,7 @@ This module imports only NumPy at import time; TensorFlow is imported in build()
 """
 import numpy as np
 
-from backends.common import tables
+from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.layout import ChannelsLast, max_norm_axes, nchw_to_nhwc
 from backends.common.padding import conv_padding
@@ -131,21 +132,37 @@ def _activation(a, step):
 # --- the suite's optimizer formulas (docs/results-schema.md#optimizers) in TF ops ---------------
 # Each returns (slot names, apply(t, [(param, grad, slots)])), t the 1-based step count.
 
-def _sgd(a):
-    lr = a.config.lr
+def _lr(a, t):
+    """The schedule's lr for update t (backends/common/schedule.py, k = t - 1), in TF ops."""
+    tf, c = a.tf, a.config
+    if c.schedule == "constant":
+        return c.lr
+    k = tf.cast(t - 1, a.dtype)
+    lr = tf.constant(c.lr, a.dtype)
+    if c.schedule == "time":
+        return lr / (1.0 + tf.constant(c.decay, a.dtype) * k)
+    if c.schedule == "step":
+        return lr * tf.pow(tf.constant(c.gamma, a.dtype), tf.floor(k / float(c.decay_steps)))
+    steps = tf.constant(float(c.decay_steps), a.dtype)  # cosine
+    return lr * (0.5 * (1.0 + tf.cos(tf.constant(np.pi, a.dtype) * tf.minimum(k, steps) / steps)))
 
+
+def _sgd(a):
     def apply(t, updates):
+        lr = _lr(a, t)
         for p, g, _ in updates:
             p.assign_sub(lr * g)
     return (), apply
 
 
-def _momentum(a):
-    lr, mu = a.config.lr, a.config.momentum
+def _momentum(a, nesterov=False):
+    mu = a.config.momentum
 
     def apply(t, updates):
+        lr = _lr(a, t)
         for p, g, (v,) in updates:
-            p.assign_sub(lr * v.assign(v * mu + g))
+            v = v.assign(v * mu + g)
+            p.assign_sub(lr * (g + mu * v if nesterov else v))
     return ("v",), apply
 
 
@@ -153,13 +170,14 @@ def _adam(a):
     tf, c = a.tf, a.config
 
     def apply(t, updates):
+        lr = _lr(a, t)
         tt = tf.cast(t, tf.float64)
         bc1 = tf.cast(1 - tf.pow(tf.constant(c.beta1, tf.float64), tt), a.dtype)
         bc2 = tf.cast(1 - tf.pow(tf.constant(c.beta2, tf.float64), tt), a.dtype)
         for p, g, (m, v) in updates:
             m = m.assign(c.beta1 * m + (1 - c.beta1) * g)
             v = v.assign(c.beta2 * v + (1 - c.beta2) * g * g)
-            p.assign_sub(c.lr * (m / bc1) / (tf.sqrt(v / bc2) + c.eps))
+            p.assign_sub(lr * (m / bc1) / (tf.sqrt(v / bc2) + c.eps))
     return ("m", "v"), apply
 
 
@@ -167,10 +185,24 @@ def _rmsprop(a):
     tf, c = a.tf, a.config
 
     def apply(t, updates):
+        lr = _lr(a, t)
         for p, g, (v,) in updates:
             v = v.assign(c.rho * v + (1 - c.rho) * g * g)
-            p.assign_sub(c.lr * g / (tf.sqrt(v) + c.eps))
+            p.assign_sub(lr * g / (tf.sqrt(v) + c.eps))
     return ("v",), apply
+
+
+def _adadelta(a):
+    tf, c = a.tf, a.config
+
+    def apply(t, updates):
+        lr = _lr(a, t)
+        for p, g, (v, u) in updates:
+            v = v.assign(c.rho * v + (1 - c.rho) * g * g)
+            d = tf.sqrt(u + c.eps) / tf.sqrt(v + c.eps) * g
+            u.assign(c.rho * u + (1 - c.rho) * d * d)
+            p.assign_sub(lr * d)
+    return ("v", "u"), apply
 
 
 # --- the adapter --------------------------------------------------------------------------------
@@ -189,7 +221,8 @@ class TfAdapter(TableAdapter):
         "batchnorm": _batchnorm,
         "activation": _activation,
     }
-    OPTIMIZERS = {"sgd": _sgd, "momentum": _momentum, "adam": _adam, "rmsprop": _rmsprop}
+    OPTIMIZERS = {"sgd": _sgd, "momentum": _momentum, "nesterov": lambda a: _momentum(a, True),
+                  "adam": _adam, "rmsprop": _rmsprop, "adadelta": _adadelta}
 
     def build(self):
         import tensorflow as tf
@@ -199,9 +232,10 @@ class TfAdapter(TableAdapter):
         self.thread_note = set_tf_threads(tf, cfg.threads)
         self.tf_device = check_tf_device(tf, cfg.device)
         self.ACTIVATIONS = tf_activations(tf)
-        slot_names, self._apply = tables.optimizer(self)  # Unsupported before any variable
+        schedule.check(cfg)
         self.np_dtype = np.dtype(cfg.dtype)
         self.dtype = tf.as_dtype(cfg.dtype)
+        slot_names, self._apply = tables.optimizer(self)  # Unsupported before any variable
         tf.random.set_seed(cfg.seed)  # dropout masks (not shared with other backends)
         self.layout = ChannelsLast(self.spec)
         self.initial = init_weights(self.spec, seed=cfg.seed, dtype=cfg.dtype)

@@ -36,6 +36,9 @@ adapter closes the gap:
     (OptimizerV2, shipped with TF 2.15, the optimizer TF 2.x canned Estimators take) through
     `get_updates` in the same graph: without momentum it is exactly v = rho*v + (1-rho)*g^2,
     p -= lr*g/(sqrt(v)+eps), v from zero.
+  * nesterov: MomentumOptimizer(use_nesterov=True), PyTorch's form; adadelta: AdadeltaOptimizer
+    (eps inside both roots). Schedules: tf.compat.v1.train.inverse_time_decay / exponential_decay
+    (staircase) / cosine_decay of the global step (tf_layers makes one; reset with the optimizer).
   * hyperparameters are passed as tensors of the model dtype: a Python float would become a float32
     tensor cast to float64 (lr 0.01 -> 0.009999999776), and Adam's beta powers would be float32.
   * batchnorm: float32 uses the fused kernel (tf.compat.v1.layers' default for 4-D inputs), whose
@@ -44,11 +47,12 @@ adapter closes the gap:
     the BIASED batch variance (a relative difference of 1/(n-1), n = N*H*W per step, in the running
     variance only: training steps are unaffected, eval-mode predictions slightly).
 """
+import math
 import os
 import warnings
 
 from backends.base import Unavailable
-from backends.common import tables
+from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.layout import ChannelsLast, max_norm_axes
 from backends.common.padding import conv_padding
@@ -191,6 +195,24 @@ def _activation(a, step):
 
 # --- optimizers: fn(adapter, const) -> optimizer; const(v) is a tensor of the model dtype --------
 
+def _lr(a, const):
+    """The learning rate: a constant, or tf.compat.v1.train's decay of the global step (k, the
+    updates made before this one; the optimizer increments it after its update)."""
+    c, train, step = a.config, a.tf.compat.v1.train, a.global_step
+    lr = const(c.lr)
+    if c.schedule == "time":  # rates as tensors: tf.cast would round a Python float via float32
+        return train.inverse_time_decay(lr, step, 1, const(c.decay))
+    if c.schedule == "step":
+        return train.exponential_decay(lr, step, c.decay_steps, const(c.gamma), staircase=True)
+    if c.schedule == "cosine" and lr.dtype == a.tf.float64:
+        # TF 2.15's cosine_decay multiplies by a float32 pi and fails in float64: its formula
+        k = a.tf.minimum(a.tf.cast(step, lr.dtype), float(c.decay_steps))
+        return lr * (0.5 * (1.0 + a.tf.cos(math.pi * k / float(c.decay_steps))))
+    if c.schedule == "cosine":
+        return train.cosine_decay(lr, step, c.decay_steps, alpha=0.0)
+    return lr
+
+
 def _adam(a, const):
     c = a.config
     eps = const(c.eps)
@@ -199,13 +221,15 @@ def _adam(a, const):
         beta2_power = opt._get_beta_accumulators()[1]
         return eps * a.tf.sqrt(1.0 - a.tf.cast(beta2_power, eps.dtype))
 
-    opt = a.tf.compat.v1.train.AdamOptimizer(const(c.lr), const(c.beta1), const(c.beta2),
+    opt = a.tf.compat.v1.train.AdamOptimizer(_lr(a, const), const(c.beta1), const(c.beta2),
                                              epsilon=epsilon)
     return opt
 
 
 OPTIMIZER_NAMES = {"sgd": "tf.compat.v1.train.GradientDescentOptimizer",
                    "momentum": "tf.compat.v1.train.MomentumOptimizer",
+                   "nesterov": "tf.compat.v1.train.MomentumOptimizer(use_nesterov=True)",
+                   "adadelta": "tf.compat.v1.train.AdadeltaOptimizer",
                    "adam": "tf.compat.v1.train.AdamOptimizer (epsilon = eps*sqrt(1-beta2^t))",
                    "rmsprop": "tf.keras.optimizers.legacy.RMSprop (OptimizerV2, get_updates)"}
 
@@ -257,18 +281,24 @@ class TfGraphAdapter(TableAdapter):
         "activation": _activation,
     }
     OPTIMIZERS = {
-        "sgd": lambda a, const: a.tf.compat.v1.train.GradientDescentOptimizer(const(a.config.lr)),
+        "sgd": lambda a, const: a.tf.compat.v1.train.GradientDescentOptimizer(_lr(a, const)),
         "momentum": lambda a, const: a.tf.compat.v1.train.MomentumOptimizer(
-            const(a.config.lr), const(a.config.momentum)),
+            _lr(a, const), const(a.config.momentum)),
+        # accum = mu*accum + g; p -= lr*g + lr*mu*accum: PyTorch's Nesterov
+        "nesterov": lambda a, const: a.tf.compat.v1.train.MomentumOptimizer(
+            _lr(a, const), const(a.config.momentum), use_nesterov=True),
         "adam": _adam,
         # v starts at zero, p -= lr*g/(sqrt(v)+eps): PyTorch's RMSprop (no momentum, uncentered)
         "rmsprop": lambda a, const: a.tf.keras.optimizers.legacy.RMSprop(
-            learning_rate=const(a.config.lr), rho=const(a.config.rho), momentum=0.0,
+            learning_rate=_lr(a, const), rho=const(a.config.rho), momentum=0.0,
             epsilon=a.config.eps, centered=False),
+        "adadelta": lambda a, const: a.tf.compat.v1.train.AdadeltaOptimizer(
+            _lr(a, const), rho=const(a.config.rho), epsilon=const(a.config.eps)),
     }
 
     def prepare(self):
         """Import TF, walk the spec (binding every parameter); no graph yet."""
+        schedule.check(self.config)
         tf = self.tf = import_tf()
         self.ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.nn.tanh}
         self.device = check_device(tf, self.config.device)
@@ -293,16 +323,18 @@ class TfGraphAdapter(TableAdapter):
         statistics). The optimizer (and its hyperparameter tensors) is made outside that
         dependency: its variables' initial values must not depend on the batch."""
         tf = self.tf
+        if global_step is None:  # tf_layers: the schedules count updates with one (reset with
+            global_step = tf.compat.v1.train.get_or_create_global_step()  # the optimizer)
+        self.global_step = global_step
         opt = tables.optimizer(self, lambda v: tf.constant(v, dtype=self.dtype))
         update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
         with tf.control_dependencies(update_ops):
             if isinstance(opt, tf.compat.v1.train.Optimizer):
                 return opt.minimize(loss, global_step=global_step)
-            # Keras 2's OptimizerV2 (rmsprop) in a v1 graph: its update ops
+            # Keras 2's OptimizerV2 (rmsprop) in a v1 graph: its update ops, then the step count
             updates = opt.get_updates(loss, tf.compat.v1.trainable_variables())
-            if global_step is not None:
-                updates.append(global_step.assign_add(1))
-            return tf.group(*updates)
+            with tf.control_dependencies(updates):
+                return global_step.assign_add(1).op
 
 
 class TfLayersAdapter(TfGraphAdapter):

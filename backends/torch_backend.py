@@ -1,7 +1,8 @@
 """PyTorch: the spec as an `nn.Sequential`, trained with an eager loop, as PyTorch users write it.
 
 The LAYERS table builds each layer as its nn module(s); max-norm kernels are rescaled in place
-after each optimizer step, as Keras' MaxNorm does.
+after each optimizer step, as Keras' MaxNorm does. OPTIMIZERS are torch.optim's own classes (they
+are the suite's formulas), SCHEDULES torch.optim.lr_scheduler's, stepped after each update.
 
 Canonical layout is PyTorch's own (NCHW, OIHW, flatten C,H,W), except dense kernels: nn.Linear
 stores (out, in), the canonical layout is (in, out), so they are transposed at the boundary.
@@ -9,7 +10,7 @@ stores (out, in), the canonical layout is (in, out), so they are transposed at t
 import numpy as np
 
 from backends.base import Unavailable
-from backends.common import tables
+from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.padding import conv_padding
 from backends.common.walker import walk
@@ -80,10 +81,25 @@ class TorchAdapter(TableAdapter):
         "sgd": lambda a, params: a.torch.optim.SGD(params, lr=a.config.lr),
         "momentum": lambda a, params: a.torch.optim.SGD(params, lr=a.config.lr,
                                                         momentum=a.config.momentum),
+        "nesterov": lambda a, params: a.torch.optim.SGD(params, lr=a.config.lr,
+                                                        momentum=a.config.momentum, nesterov=True),
         "adam": lambda a, params: a.torch.optim.Adam(
             params, lr=a.config.lr, betas=(a.config.beta1, a.config.beta2), eps=a.config.eps),
         "rmsprop": lambda a, params: a.torch.optim.RMSprop(params, lr=a.config.lr,
                                                            alpha=a.config.rho, eps=a.config.eps),
+        "adadelta": lambda a, params: a.torch.optim.Adadelta(params, lr=a.config.lr,
+                                                             rho=a.config.rho, eps=a.config.eps),
+    }
+    # the schedule's torch.optim.lr_scheduler, stepped after every optimizer step
+    SCHEDULES = {
+        "constant": lambda a, opt: None,
+        "time": lambda a, opt: a.torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: schedule.factor(a.config, k)),
+        "step": lambda a, opt: a.torch.optim.lr_scheduler.StepLR(
+            opt, step_size=a.config.decay_steps, gamma=a.config.gamma),
+        # LambdaLR, not CosineAnnealingLR: that one is periodic past T (the suite's stays at 0)
+        "cosine": lambda a, opt: a.torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: schedule.factor(a.config, k)),
     }
 
     def build(self):
@@ -97,6 +113,7 @@ class TorchAdapter(TableAdapter):
             raise Unavailable("no CUDA device: torch.cuda.is_available() is False (torch %s, CUDA "
                               "build: %s); run on a GPU machine with a CUDA build of torch, or with "
                               "--device cpu" % (torch.__version__, torch.version.cuda or "no"))
+        schedule.check(cfg)
         self.device = torch.device(cfg.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
@@ -115,6 +132,7 @@ class TorchAdapter(TableAdapter):
 
     def reset_optimizer(self):
         self.optimizer = tables.optimizer(self, self.model.parameters())
+        self.scheduler = self.SCHEDULES[self.config.schedule](self, self.optimizer)
 
     def read_param(self, handle):
         module, attr = handle
@@ -138,6 +156,8 @@ class TorchAdapter(TableAdapter):
         loss = self.loss_fn(self.model(tx), ty)
         loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         if self.max_norms:
             self._apply_max_norms()
         if self.cuda:  # the timer stops when this returns: the update's kernels must be done

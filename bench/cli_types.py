@@ -2,7 +2,7 @@
 several commands take."""
 import argparse
 
-from backends.base import DEVICES, DTYPES, OPTIMIZERS, TrainConfig
+from backends.base import DEVICES, DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
 from bench.executors import EXECUTORS
 from bench.results import DEFAULT_RESULTS
 
@@ -84,6 +84,24 @@ def add_config_options(p):
                    help="learning rate on the batch-mean loss (default: the model's, else %g)" % d.lr)
     p.add_argument("--momentum", type=fraction, default=None,
                    help="(default: the model's, else %g)" % d.momentum)
+    p.add_argument("--rho", type=fraction, default=None,
+                   help="rmsprop / adadelta decay (default: the model's, else %g)" % d.rho)
+    p.add_argument("--eps", type=positive_float, default=None,
+                   help="adam / rmsprop / adadelta epsilon (default: the model's, else %g)" % d.eps)
+    p.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="learning-rate schedule: time lr/(1+decay*k), step lr*gamma^(k//decay_steps), "
+                        "cosine over decay_steps (0: the whole run) (default: the model's, else "
+                        "constant)")
+    p.add_argument("--decay", type=positive_float, default=None, help="time schedule's decay")
+    p.add_argument("--gamma", type=fraction, default=None, help="step schedule's factor")
+    p.add_argument("--decay-steps", type=non_negative_int, default=None, metavar="N",
+                   help="step schedule's period, cosine's length, in steps")
+    p.add_argument("--target-accuracy", type=fraction, default=None, metavar="A",
+                   help="time to accuracy: train until the test accuracy (evaluated "
+                        "--evals-per-epoch times an epoch, untimed) reaches A, at most the epochs; "
+                        "uses the model's [training.target] recipe where it has one")
+    p.add_argument("--evals-per-epoch", type=positive_int, default=None, metavar="N",
+                   help="test evaluations per epoch (default %d)" % d.evals_per_epoch)
     p.add_argument("--seed", type=non_negative_int, default=d.seed,
                    help="initial weights and data order (default: %(default)s); --seeds for several")
     p.add_argument("--no-dropout", action="store_true",

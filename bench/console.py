@@ -48,6 +48,12 @@ def _one_line(record, width):
         num(s.get("median_step_ms"), "%.2f"), num(s.get("images_per_s"), "%.0f"),
         num(s.get("train_images_per_s"), "%.0f"),
         num(s.get("training_memory_mb"), "%.0f"), num(s.get("peak_rss_mb"), "%.0f"))
+    target = record.get("target")
+    if target:  # time to accuracy
+        line += ("  %.4f reached after %.1f s, %d steps (%d evaluations, %.1f s, untimed)"
+                 % (target["accuracy"], target["train_s"], target["steps"], target["evaluations"],
+                    target["eval_s"]) if target["status"] == "reached" else
+                 "  %.4f NOT reached in %d epochs" % (target["accuracy"], record["config"]["epochs"]))
     if s.get("median_step_ms") is None:
         timing = record.get("timing") or {}
         line += "  (no step timed past the first and the %s warm-up steps: train longer)" % (

@@ -115,6 +115,18 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
                          % (config.batch_size, n_train))
     eval_every = max(1, int(math.ceil(steps_per_epoch / float(max(config.evals_per_epoch, 1)))))
     curve = []
+    # time to accuracy: stop at the first evaluation that reaches the target (their time excluded)
+    target = {"accuracy": config.target_accuracy, "status": "not_reached", "train_s": None,
+              "steps": None, "epoch": None, "evaluations": 0, "eval_s": 0.0}
+
+    def evaluated(point, seconds):
+        curve.append(point)
+        target["evaluations"] += 1
+        target["eval_s"] += seconds
+        if (config.target_accuracy and target["status"] != "reached"
+                and point["test_accuracy"] >= config.target_accuracy):
+            target.update(status="reached", train_s=point["train_s"], steps=point["step"],
+                          epoch=point["step"] / float(steps_per_epoch))
 
     for epoch in range(config.epochs):
         order = epoch_order(n_train, config.seed, epoch)
@@ -138,13 +150,16 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
                 # the framework's epoch call (its callback/hook); its time is not training
                 p0 = time.perf_counter()
                 test_loss, test_acc = _evaluate_apart(adapter, x_test, y_test, config, peaks)
-                state["paused"] += time.perf_counter() - p0
+                paused = time.perf_counter() - p0
+                state["paused"] += paused
                 elapsed = train_wall_s + time.perf_counter() - state["wall0"] - state["paused"]
-                curve.append({"epoch": epoch + 1, "step": len(step_ns), "train_s": elapsed,
-                              "test_accuracy": test_acc, "test_loss": test_loss})
+                evaluated({"epoch": epoch + 1, "step": len(step_ns), "train_s": elapsed,
+                           "test_accuracy": test_acc, "test_loss": test_loss}, paused)
 
         def feed():
             for idx in index_batches:
+                if target["status"] == "reached":  # step mode: the epoch ends here
+                    return
                 yield Mnist.to_input(x_train[idx], config.dtype), y_train[idx]
 
         if config.mode == "step":  # the harness's own loop, timing each train_step
@@ -153,24 +168,29 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
             adapter.train_epoch(feed(), on_step)
         epoch_train_s = time.perf_counter() - state["wall0"] - state["paused"]
         train_wall_s += epoch_train_s
-        e0 = time.perf_counter()
-        test_loss, test_acc = _evaluate_apart(adapter, x_test, y_test, config, peaks)
-        eval_s = time.perf_counter() - e0
-        if len(step_ns) != (epoch + 1) * steps_per_epoch:
-            raise RuntimeError("adapter reported %d steps in epoch %d, expected %d"
-                               % (len(step_ns) - epoch * steps_per_epoch, epoch + 1, steps_per_epoch))
         first = epoch * steps_per_epoch
-        curve.append({"epoch": epoch + 1, "step": len(step_ns), "train_s": train_wall_s,
-                      "test_accuracy": test_acc, "test_loss": test_loss})
+        if target["status"] == "reached":  # mid-epoch: that evaluation is the epoch's last
+            test_loss, test_acc, eval_s = curve[-1]["test_loss"], curve[-1]["test_accuracy"], 0.0
+        else:
+            e0 = time.perf_counter()
+            test_loss, test_acc = _evaluate_apart(adapter, x_test, y_test, config, peaks)
+            eval_s = time.perf_counter() - e0
+            if len(step_ns) != (epoch + 1) * steps_per_epoch:
+                raise RuntimeError("adapter reported %d steps in epoch %d, expected %d"
+                                   % (len(step_ns) - first, epoch + 1, steps_per_epoch))
+            evaluated({"epoch": epoch + 1, "step": len(step_ns), "train_s": train_wall_s,
+                       "test_accuracy": test_acc, "test_loss": test_loss}, eval_s)
         epochs.append({"epoch": epoch + 1,
                        "train_loss": float(np.mean(step_loss[first:])),
                        "test_loss": test_loss, "test_accuracy": test_acc,
                        "train_s": epoch_train_s, "elapsed_s": train_wall_s, "eval_s": eval_s})
         emit({"type": "epoch", "epoch": epoch + 1, "test_accuracy": test_acc,
               "test_loss": test_loss, "train_s": epoch_train_s})
+        if target["status"] == "reached":
+            break
 
     peak_device = adapter.device_peak_bytes()
-    return {
+    part = {
         "gc": _gc_report(gc_before),
         "timing": {
             "step_ns": step_ns,
@@ -201,6 +221,9 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
             "batches_per_epoch": steps_per_epoch, "dropped_per_epoch": n_train % config.batch_size,
         },
     }
+    if config.target_accuracy:
+        part["target"] = target
+    return part
 
 
 def conform(adapter_factory, cases, arrays, emit):

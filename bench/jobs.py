@@ -75,10 +75,10 @@ def new_sweep_id():
 def timing_config(config, steps=DEFAULT_TIMING_STEPS):
     """The config of a timing-only process: the first step, the warm-up and `steps` steady steps
     of the training run's first epoch (the same training set, so the same batch order), no
-    mid-epoch evaluation, a token evaluation at the end."""
+    mid-epoch evaluation, a token evaluation at the end (no target: it trains too little)."""
     return config._replace(epochs=1, max_steps=1 + config.warmup_steps + steps, evals_per_epoch=0,
                            limit_test=min(config.limit_test or TIMING_TEST_EXAMPLES,
-                                          TIMING_TEST_EXAMPLES))
+                                          TIMING_TEST_EXAMPLES), target_accuracy=0.0)
 
 
 def expand(backends, specs, base_config, batch_sizes=None, threads=None, repeat=1, sweep_axes=None,

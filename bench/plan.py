@@ -2,17 +2,21 @@
 the model's [training] table, then the suite's default). bench/jobs.py expands them into jobs."""
 from backends import registry
 from backends.base import DEFAULT_LR, TrainConfig
+from backends.common import schedule
 from bench.cli_types import UsageError
 from bench.context import usable_cpus
 
 # the options whose default is the model's [training] table, then the suite's TrainConfig
-TRAINING_OPTIONS = ("optimizer", "lr", "momentum", "batch_size", "epochs")
+TRAINING_OPTIONS = ("optimizer", "lr", "momentum", "rho", "eps", "batch_size", "epochs",
+                    "schedule", "decay", "gamma", "decay_steps")
+MNIST_TRAIN = 60000
 
 
 def config_from_args(args, spec=None):
-    """The run's TrainConfig: a flag wins, then the model's [training] defaults, then the suite's;
-    the learning rate, when neither flag nor table sets it for the optimizer in use, is that
-    optimizer's default (backends.base.DEFAULT_LR)."""
+    """The run's TrainConfig: a flag wins, then the model's [training] defaults (with
+    --target-accuracy, its [training.target] recipe over them), then the suite's; the learning
+    rate, when neither flag nor table sets it for the optimizer in use, is that optimizer's default
+    (backends.base.DEFAULT_LR)."""
     return config_and_lr_source(args, spec)[0]
 
 
@@ -20,6 +24,10 @@ def config_and_lr_source(args, spec=None):
     """(TrainConfig, where its learning rate came from, in words for the run's header)."""
     d = TrainConfig()._asdict()
     table = dict(spec.training) if spec is not None else {}
+    target = dict(table.pop("target", ()))
+    target_accuracy = getattr(args, "target_accuracy", None) or 0.0
+    if target_accuracy:
+        table.update(target)
     d.update(table)
     d.update((k, getattr(args, k)) for k in TRAINING_OPTIONS if getattr(args, k, None) is not None)
     if getattr(args, "lr", None) is not None:
@@ -29,12 +37,19 @@ def config_and_lr_source(args, spec=None):
     else:  # a table's lr belongs to the table's optimizer: another optimizer gets its own default
         d["lr"] = DEFAULT_LR[d["optimizer"]]
         lr_source = "%s's default" % d["optimizer"]
-    config = TrainConfig(optimizer=d["optimizer"], lr=d["lr"], momentum=d["momentum"],
-                         batch_size=d["batch_size"], epochs=d["epochs"], seed=args.seed,
-                         threads=args.threads or usable_cpus(), device=args.device,
-                         dtype=args.dtype, dropout=not getattr(args, "no_dropout", False),
-                         limit_train=args.limit_train, limit_test=args.limit_test,
-                         warmup_steps=args.warmup_steps, mode=args.mode)
+    if d["schedule"] == "cosine" and not d["decay_steps"]:  # the whole run
+        d["decay_steps"] = d["epochs"] * ((args.limit_train or MNIST_TRAIN) // d["batch_size"])
+    config = TrainConfig(**dict(
+        d, seed=args.seed, threads=args.threads or usable_cpus(), device=args.device,
+        dtype=args.dtype, dropout=not getattr(args, "no_dropout", False),
+        limit_train=args.limit_train, limit_test=args.limit_test,
+        warmup_steps=args.warmup_steps, mode=args.mode, target_accuracy=target_accuracy,
+        evals_per_epoch=getattr(args, "evals_per_epoch", None) or d["evals_per_epoch"]))
+    try:
+        schedule.check(config)
+    except schedule.ScheduleError as exc:
+        raise UsageError("%s (flags --schedule, --decay, --gamma, --decay-steps, or the model's "
+                         "[training] table)" % exc)
     return config, lr_source
 
 
@@ -42,8 +57,16 @@ def settings_line(config, lr_source):
     """Every setting that changes the work, for the line a run or sweep starts with."""
     parts = ["%d epoch(s)" % config.epochs, "batch %d" % config.batch_size,
              "%s lr %g (%s)" % (config.optimizer, config.lr, lr_source)]
-    if config.optimizer == "momentum":
+    if config.optimizer in ("momentum", "nesterov"):
         parts.append("momentum %g" % config.momentum)
+    if config.optimizer == "adadelta":
+        parts.append("rho %g, eps %g" % (config.rho, config.eps))
+    if config.schedule != "constant":
+        parts.append("%s schedule (%s)" % (config.schedule, ", ".join(
+            "%s %g" % (k, getattr(config, k)) for k in ("decay", "gamma", "decay_steps")
+            if getattr(config, k) != getattr(TrainConfig(), k))))
+    if config.target_accuracy:
+        parts.append("until test accuracy %g" % config.target_accuracy)
     parts += [config.dtype, "%s mode" % config.mode, "seed %d" % config.seed,
               "dropout %s" % ("on" if config.dropout else "off"),
               "train on %s" % (config.limit_train or "all 60000"),

@@ -122,7 +122,8 @@ class {cls}(TableAdapter):
     LAYERS = {{"conv2d": _conv2d, "maxpool2d": _pool("maxpool2d"), "avgpool2d": _pool("avgpool2d"),
               "dense": _dense, "batchnorm": _batchnorm, "flatten": _simple("flatten"),
               "dropout": _simple("dropout"), "activation": _simple("activation")}}
-    OPTIMIZERS = {{n: _optimizer(n) for n in ("sgd", "momentum", "adam", "rmsprop")}}
+    OPTIMIZERS = {{n: _optimizer(n) for n in ("sgd", "momentum", "nesterov", "adam", "rmsprop",
+                                             "adadelta")}}
     ACTIVATIONS = {{}}  # "relu" / "tanh" -> whatever your LAYERS functions want
 
     def build(self):

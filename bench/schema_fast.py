@@ -80,9 +80,10 @@ def _compile(schema):
         elif key == "pattern":
             rx = re.compile(arg)
             checks.append(lambda v, rx=rx: not isinstance(v, str) or rx.search(v) is not None)
-        elif key in ("minimum", "maximum", "exclusiveMinimum"):
+        elif key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             test = {"minimum": lambda v, a: v >= a, "maximum": lambda v, a: v <= a,
-                    "exclusiveMinimum": lambda v, a: v > a}[key]
+                    "exclusiveMinimum": lambda v, a: v > a,
+                    "exclusiveMaximum": lambda v, a: v < a}[key]
             checks.append(lambda v, arg=arg, test=test: not _is_number(v) or test(v, arg))
         elif key == "allOf":
             subs = [_compile(s) for s in arg]

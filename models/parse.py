@@ -192,28 +192,37 @@ def _size(shape):
     return n
 
 
-TRAINING_OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")  # backends/base.py: OPTIMIZERS
+TRAINING_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adadelta")  # backends/base.py
+TRAINING_SCHEDULES = ("constant", "time", "step", "cosine")  # backends/base.py: SCHEDULES
+#: [training] field -> how it is read (bench/plan.py applies them where no flag is given)
+_TRAINING_FIELDS = (
+    ("optimizer", lambda f, k: f.choice(k, TRAINING_OPTIMIZERS)),
+    ("lr", lambda f, k: f.float(k, lo=1e-12)),
+    ("momentum", lambda f, k: f.float(k, lo=0.0, hi=1.0)),
+    ("rho", lambda f, k: f.float(k, lo=0.0, hi=1.0)),
+    ("eps", lambda f, k: f.float(k, lo=0.0)),
+    ("batch_size", lambda f, k: f.int(k, minimum=1)),
+    ("epochs", lambda f, k: f.int(k, minimum=1)),
+    ("schedule", lambda f, k: f.choice(k, TRAINING_SCHEDULES)),
+    ("decay", lambda f, k: f.float(k, lo=0.0)),
+    ("gamma", lambda f, k: f.float(k, lo=1e-12, hi=1.0)),
+    ("decay_steps", lambda f, k: f.int(k, minimum=0)),
+)
 
 
-def _parse_training(table, where):
-    """The optional [training] table: a model's defaults for optimizer, lr, momentum, batch_size
-    and epochs, as sorted (key, value) pairs."""
+def _parse_training(table, where, name="training"):
+    """The optional [training] table: a model's defaults for the optimizer and its
+    hyper-parameters, the schedule, batch_size and epochs, as sorted (key, value) pairs; its
+    optional [training.target] sub-table, the same fields, is the recipe `convbench run
+    --target-accuracy` uses on top of them (its epochs the most it trains)."""
     if not isinstance(table, dict):
-        raise SpecError("%s, field 'training': must be a table, got %r" % (where, type(table).__name__))
-    f = _Fields(table, "%s, [training]" % where)
-    known = ("optimizer", "lr", "momentum", "batch_size", "epochs")
+        raise SpecError("%s, field '%s': must be a table, got %r" % (where, name, type(table).__name__))
+    f = _Fields(table, "%s, [%s]" % (where, name))
+    known = [field for field, _ in _TRAINING_FIELDS] + (["target"] if name == "training" else [])
     extra = sorted(set(table) - set(known))
     if extra:
         f.fail(extra[0], "unknown field (known: %s)" % ", ".join(known))
-    out = {}
-    if "optimizer" in table:
-        out["optimizer"] = f.choice("optimizer", TRAINING_OPTIMIZERS)
-    if "lr" in table:
-        out["lr"] = f.float("lr", lo=1e-12)
-    if "momentum" in table:
-        out["momentum"] = f.float("momentum", lo=0.0, hi=1.0)
-    if "batch_size" in table:
-        out["batch_size"] = f.int("batch_size", minimum=1)
-    if "epochs" in table:
-        out["epochs"] = f.int("epochs", minimum=1)
+    out = dict((field, read(f, field)) for field, read in _TRAINING_FIELDS if field in table)
+    if "target" in table and name == "training":
+        out["target"] = _parse_training(table["target"], where, "training.target")
     return tuple(sorted(out.items()))

@@ -126,7 +126,9 @@ class ModelSpec(NamedTuple):
         return OrderedDict([
             ("name", self.name), ("description", self.description), ("source", self.source),
             ("input_shape", list(self.input_shape)), ("num_classes", self.num_classes),
-            ("init", self.init), ("layers", layers), ("training", OrderedDict(self.training))])
+            ("init", self.init), ("layers", layers),
+            ("training", OrderedDict((k, OrderedDict(v) if k == "target" else v)
+                                     for k, v in self.training))])
 
     @property
     def spec_hash(self):

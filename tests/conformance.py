@@ -135,6 +135,20 @@ def _model_rows(models):
     return rows
 
 
+#: the seeds' optimizers and the schedules (backends/common/schedule.py), each one step and a short
+#: trajectory of seed_convnet in float64 and float32. The schedules' parameters make the lr change
+#: within the trajectory (step: halved every 3 steps; cosine: to 0 over the 10 steps).
+RECIPE_STEPS = 10
+RECIPE_CASES = (
+    ("adadelta", dict(optimizer="adadelta", lr=1.0, rho=0.95, eps=1e-7)),
+    ("nesterov", dict(optimizer="nesterov", lr=0.01, momentum=0.9)),
+    ("sgd-time-decay", dict(optimizer="sgd", lr=0.1, schedule="time", decay=0.1)),
+    ("momentum-step-decay", dict(optimizer="momentum", lr=0.01, schedule="step", gamma=0.5,
+                                 decay_steps=3)),
+    ("adam-cosine", dict(optimizer="adam", lr=1e-3, schedule="cosine", decay_steps=RECIPE_STEPS)),
+)
+
+
 def build_cases():
     """[Case] shared by every backend: every model, each optimizer, each layer feature."""
     models = list_models()
@@ -146,6 +160,10 @@ def build_cases():
     for label, layer in LAYER_CASES:
         rows.append(("layer " + label, _layer_spec(label, layer),
                      _config(optimizer="sgd", lr=0.5, dtype="float64"), 0))
+    for dtype in ("float64", "float32"):
+        for label, kw in RECIPE_CASES:
+            rows.append(("seed_convnet-%s-%s-%dsteps" % (dtype, label, RECIPE_STEPS),
+                         load_spec("seed_convnet"), _config(dtype=dtype, **kw), RECIPE_STEPS))
     return [Case("c%d/" % i, label, spec, config, steps)
             for i, (label, spec, config, steps) in enumerate(rows)]
 

@@ -355,3 +355,28 @@ def test_a_cut_off_results_line_warns_in_the_clis_format(tmp_path):
     proc = convbench("report", "--results", str(path), "--out", str(tmp_path / "out"))
     assert "UserWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
     assert "convbench: warning: %s line 1: skipped" % path in proc.stderr
+
+
+def test_target_accuracy_stops_at_the_first_evaluation_that_reaches_it(tmp_path):
+    """Time to accuracy, end to end on torch: a reachable target stops the run mid-epoch (time and
+    steps of that evaluation recorded), an unreachable one runs every epoch and says so."""
+    results = str(tmp_path / "runs.jsonl")
+    common = ["run", "--backend", "torch", "--results", results, "--no-report", "--epochs", "2",
+              "--evals-per-epoch", "4"] + SMALL
+    reached = convbench(*common + ["--target-accuracy", "0.3"])  # mid-epoch 1 (0.47 at step 6)
+    missed = convbench(*common + ["--target-accuracy", "0.999"])
+    assert reached.returncode == 0 and missed.returncode == 0, reached.stderr + missed.stderr
+    assert "reached after" in reached.stderr and "NOT reached in 2 epochs" in missed.stderr
+    assert validate_file(results) == (2, [])
+    with open(results) as fh:
+        hit, miss = [json.loads(line) for line in fh]
+    t = hit["target"]
+    assert (t["status"], t["accuracy"], hit["config"]["target_accuracy"]) == ("reached", 0.3, 0.3)
+    first = next(p for p in hit["curve"] if p["test_accuracy"] >= 0.3)
+    assert (t["steps"], t["train_s"]) == (first["step"], first["train_s"])
+    assert len(hit["timing"]["step_ns"]) == t["steps"] < 8 and t["epoch"] < 1  # stopped there
+    assert len(hit["epochs"]) == 1 and hit["epochs"][0]["test_accuracy"] == first["test_accuracy"]
+    m = miss["target"]
+    assert (m["status"], m["train_s"], m["steps"]) == ("not_reached", None, None)
+    assert len(miss["timing"]["step_ns"]) == 16 and m["evaluations"] == 8 and m["eval_s"] > 0
+    assert hit["curve"][-1]["step"] == t["steps"]  # no evaluation after the one that reached it

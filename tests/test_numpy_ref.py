@@ -591,6 +591,14 @@ def _expected_two_steps(opt, c, p0, grad_at):
         elif opt == "momentum":
             state[k] = g                                   # first step: buffer = gradient
             p1[k] = p0[k] - c.lr * g
+        elif opt == "nesterov":
+            state[k] = g
+            p1[k] = p0[k] - c.lr * (g + c.momentum * g)
+        elif opt == "adadelta":                            # eps inside both roots, u starts at 0
+            v = (1 - c.rho) * g * g
+            d = np.sqrt(c.eps) / np.sqrt(v + c.eps) * g
+            state[k] = (v, (1 - c.rho) * d * d)
+            p1[k] = p0[k] - c.lr * d
         elif opt == "adam":
             m, v = (1 - c.beta1) * g, (1 - c.beta2) * g * g
             state[k] = (m, v)
@@ -607,6 +615,13 @@ def _expected_two_steps(opt, c, p0, grad_at):
         elif opt == "momentum":
             buf = c.momentum * state[k] + g
             p2[k] = p1[k] - c.lr * buf
+        elif opt == "nesterov":
+            buf = c.momentum * state[k] + g
+            p2[k] = p1[k] - c.lr * (g + c.momentum * buf)
+        elif opt == "adadelta":
+            v, u = state[k]
+            v = c.rho * v + (1 - c.rho) * g * g
+            p2[k] = p1[k] - c.lr * np.sqrt(u + c.eps) / np.sqrt(v + c.eps) * g
         elif opt == "adam":
             m, v = state[k]
             m = c.beta1 * m + (1 - c.beta1) * g
@@ -618,7 +633,7 @@ def _expected_two_steps(opt, c, p0, grad_at):
     return p1, p2
 
 
-@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "rmsprop"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam", "rmsprop", "adadelta"])
 def test_optimizer_two_steps_follow_the_formulas(opt):
     # unusual hyperparameters so that swapped betas or eps inside the sqrt change the result
     c = F64._replace(optimizer=opt, lr=0.3, momentum=0.7, beta1=0.8, beta2=0.95, rho=0.6, eps=1e-2)
@@ -640,6 +655,29 @@ def test_optimizer_two_steps_follow_the_formulas(opt):
         np.testing.assert_allclose(got1[k], p1[k], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(got2[k], p2[k], rtol=1e-12, atol=1e-14)
         assert np.abs(got2[k] - got1[k]).max() > 1e-3  # the second step moved
+
+
+@pytest.mark.parametrize("sched,kw,lr1,lr2,lr4", [
+    # lr at updates k = 0, 1, 3 of lr 0.3, written out from docs/results-schema.md#schedules
+    ("time", {"decay": 0.5}, 0.3, 0.3 / 1.5, 0.3 / 2.5),
+    ("step", {"gamma": 0.1, "decay_steps": 2}, 0.3, 0.3, 0.03),
+    ("cosine", {"decay_steps": 2}, 0.3, 0.15, 0.0),  # past T it stays at 0 (not periodic)
+])
+def test_schedule_sets_each_updates_learning_rate(sched, kw, lr1, lr2, lr4):
+    c = F64._replace(optimizer="sgd", lr=0.3, schedule=sched, **kw)
+    spec = make_spec([FLAT], input_shape=(1, 1, 3), num_classes=2)
+    p0 = random_params(spec, seed=3)
+    x, y = batch(spec, n=4, seed=5)
+    a = make_adapter(spec, p0, config=c)
+    seen = []
+    for _ in range(4):
+        before = a.get_weights()
+        g = a.gradients(x, y)[1]
+        a.train_step(x, y)
+        after = a.get_weights()
+        k = next(name for name in g if name.endswith(".weight"))
+        seen.append(float(np.sum((before[k] - after[k]) * g[k]) / np.sum(g[k] * g[k])))
+    np.testing.assert_allclose([seen[0], seen[1], seen[3]], [lr1, lr2, lr4], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

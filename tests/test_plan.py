@@ -26,7 +26,7 @@ def _training(config):
 
 def test_the_suite_defaults_apply_when_neither_flag_nor_model_sets_one():
     spec = load_spec("seed_convnet")
-    assert spec.training == ()
+    assert [k for k, _ in spec.training] == ["target"]  # its recipe for --target-accuracy only
     assert _training(config_from_args(_args(), spec)) == _training(SUITE)
     assert _training(config_from_args(_args(), None)) == _training(SUITE)
 
@@ -141,3 +141,30 @@ def test_seeds_make_the_repeats_and_pool_into_one_work_hash():
         ("numpy", 6, 2), ("torch", 6, 2)]
     assert {j.config.seed for j in jobs if j.role == "timing"} == {4}
     assert len({j.fields()["work_hash"] for j in jobs}) == 1  # the seed is not the work
+
+
+def test_target_accuracy_takes_the_models_target_recipe_over_its_training_table():
+    spec = load_spec("cntk_103d")
+    target = (("epochs", 4), ("schedule", "cosine"))
+    spec = spec._replace(training=spec.training + (("target", target),))
+    plain = config_from_args(_args(), spec)
+    assert (plain.epochs, plain.schedule, plain.target_accuracy, plain.lr) == (1, "constant", 0.0, 0.03)
+    config = config_from_args(_args("--target-accuracy", "0.99"), spec)
+    assert (config.epochs, config.schedule, config.target_accuracy, config.lr) == (4, "cosine", 0.99, 0.03)
+    # a cosine with no length lasts the whole run: epochs x full batches
+    assert config.decay_steps == 4 * (60000 // 64)
+    assert config_from_args(_args("--target-accuracy", "0.99", "--epochs", "2"), spec).decay_steps == 2 * 937
+    assert "target_accuracy" in config.to_dict() and "target_accuracy" not in plain.to_dict()
+    # constant-schedule records keep their config (and work hash) as before the schedules existed
+    assert not {"schedule", "decay", "gamma", "decay_steps"} & set(plain.to_dict())
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--schedule", "time"), "schedule 'time' needs decay > 0"),
+    (("--schedule", "step", "--gamma", "0.5"), "schedule 'step' needs .* decay_steps >= 1"),
+])
+def test_a_schedule_with_bad_parameters_is_a_usage_error_naming_the_fix(flags, message):
+    with pytest.raises(UsageError, match=message + ".*--decay"):
+        config_from_args(_args(*flags), load_spec("seed_convnet"))
+    with pytest.raises(SystemExit):  # argparse: an unknown schedule or optimizer
+        _args("--schedule", "linear")

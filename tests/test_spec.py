@@ -137,12 +137,19 @@ def test_training_table_gives_defaults_but_is_not_part_of_the_network():
     assert tuned.spec_hash == plain.spec_hash  # same network, other training defaults
     assert spec_from_dict(tuned.to_dict()) == tuned  # crosses to a worker intact
     assert dict(load_spec("cntk_103d").training) == {"lr": 0.03, "batch_size": 64}
+    # a [training.target] recipe (for --target-accuracy) crosses intact too
+    recipe = _spec({"kind": "flatten"}, DENSE10, training={
+        "optimizer": "adadelta", "rho": 0.95, "target": {"schedule": "cosine", "epochs": 4}})
+    assert dict(dict(recipe.training)["target"]) == {"schedule": "cosine", "epochs": 4}
+    assert spec_from_dict(recipe.to_dict()) == recipe and recipe.spec_hash == plain.spec_hash
 
 
 @pytest.mark.parametrize("training, field", [
     ({"lr": 0}, "lr"), ({"lr": "fast"}, "lr"), ({"momentum": 1.0}, "momentum"),
     ({"batch_size": 0}, "batch_size"), ({"epochs": 1.5}, "epochs"),
     ({"optimizer": "lbfgs"}, "optimizer"), ({"warmup": 3}, "warmup"), ("lr=0.1", "training"),
+    ({"schedule": "linear"}, "schedule"), ({"gamma": 1.0}, "gamma"), ({"rho": 1.0}, "rho"),
+    ({"target": {"epochs": 0}}, "epochs"), ({"target": {"target": {}}}, "target"),
 ])
 def test_bad_training_table_names_the_field(training, field):
     with pytest.raises(SpecError, match="t.toml.*'%s'" % field):
