@@ -48,6 +48,9 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 DEFAULT_LR = {"sgd": 0.01, "momentum": 0.1, "adam": 0.001, "rmsprop": 0.001}
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
+#: "full": compute in config.dtype; "bf16": mixed precision, bfloat16 compute with float32 master
+#: weights, through the framework's own autocast / mixed-precision policy (dtype float32 only)
+PRECISIONS = ("full", "bf16")
 
 
 def _perf_counter_ns_py36():
@@ -82,11 +85,14 @@ class TrainConfig(NamedTuple):
     mode: str = "step"         # "step": harness-timed train_step loop; "epoch": the framework's
                                # own epoch loop (adapters with an `epoch_idiom` only)
     max_steps: int = 0         # > 0: stop the epoch after this many steps (timing-only processes)
+    precision: str = "full"    # PRECISIONS
 
     def to_dict(self):
         d = dict(self._asdict())
         if not d["max_steps"]:  # absent unless set: records made before it stay comparable
             del d["max_steps"]
+        if d["precision"] == "full":  # likewise
+            del d["precision"]
         return d
 
     @classmethod
@@ -104,6 +110,8 @@ class Adapter(object):
     #: train_epoch runs in TrainConfig.mode "epoch"; None: the framework trains step by step, and
     #: mode "epoch" is refused as Unsupported rather than run as step mode under another label
     epoch_idiom = None
+    #: the TrainConfig.precision values it implements; others are refused (check_precision)
+    precisions = ("full",)
     #: models/configs this adapter cannot do can be refused in build() with Unsupported(...)
 
     def __init__(self, spec, config):
@@ -128,6 +136,16 @@ class Adapter(object):
 
     def environment(self):
         return {"framework": self.framework}
+
+    def check_precision(self):
+        """Unsupported for a precision this adapter does not implement (called before build)."""
+        p = getattr(self.config, "precision", "full")
+        if p not in self.precisions:
+            raise Unsupported("precision %r: %s %s" % (p, self.name, getattr(
+                self, "precision_note", "has no mixed-precision path (full precision only)")))
+        if p == "bf16" and self.config.dtype != "float32":
+            raise Unsupported("precision 'bf16' keeps float32 master weights: it needs dtype "
+                              "float32, not %s" % self.config.dtype)
 
     # -- optional ------------------------------------------------------------------------------
     def train_epoch(self, batches, on_step):

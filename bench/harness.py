@@ -83,6 +83,7 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
     if config.mode == "epoch" and not adapter.epoch_idiom:
         raise Unsupported("training mode 'epoch': %s trains step by step (no epoch-level call "
                           "of its own to time); use --mode step" % adapter.name)
+    adapter.check_precision()
     faults = inject.active() if faults is None else faults
     inject.wrap_adapter(adapter, faults, raw_write)
     t0 = time.time()
@@ -207,6 +208,7 @@ def conform(adapter_factory, cases, arrays, emit):
         x, y = arrays[key + "x"], arrays[key + "y"]
         a = adapter_factory(case)
         try:
+            a.check_precision()
             a.build()
         except Unsupported as exc:  # this model/config only: the other cases still run
             out[key + "unsupported"] = np.array(str(exc) or "not implemented")
