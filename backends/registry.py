@@ -78,7 +78,11 @@ BACKENDS = {
         install_hint=TF_HINT,
         description="the keras backend compiled with jit_compile=True (Keras' 'auto' is False on "
                     "a CPU-only machine)",
-        worker_env=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2"))),
+        worker_env=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2")),
+        # what XLA's whole-step compilation could change: the default net in both dtypes and
+        # every optimizer, batchnorm, the max-norm constraint inside the step, bf16. The layers
+        # themselves are the keras backend's, which runs every case
+        conformance=("seed_convnet-", "torch_bn-", "maxnorm_cnn-", "bf16 ")),
     "keras-torch": Backend(
         name="keras-torch", target="backends.keras_backend:KerasTorchAdapter",
         framework="Keras 3 (PyTorch)", requires=("keras", "torch"), env="tf",

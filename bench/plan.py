@@ -34,7 +34,10 @@ def config_and_lr_source(args, spec=None):
                          threads=args.threads or usable_cpus(), device=args.device,
                          dtype=args.dtype, dropout=not getattr(args, "no_dropout", False),
                          limit_train=args.limit_train, limit_test=args.limit_test,
-                         warmup_steps=args.warmup_steps, mode=args.mode)
+                         warmup_steps=args.warmup_steps, mode=args.mode,
+                         precision=getattr(args, "precision", None) or "full")
+    if config.precision == "bf16" and config.dtype != "float32":
+        raise UsageError("--precision bf16 keeps float32 master weights: it needs --dtype float32")
     return config, lr_source
 
 
@@ -44,7 +47,8 @@ def settings_line(config, lr_source):
              "%s lr %g (%s)" % (config.optimizer, config.lr, lr_source)]
     if config.optimizer == "momentum":
         parts.append("momentum %g" % config.momentum)
-    parts += [config.dtype, "%s mode" % config.mode, "seed %d" % config.seed,
+    parts += [config.dtype + (" (bf16 mixed precision)" if config.precision == "bf16" else ""),
+              "%s mode" % config.mode, "seed %d" % config.seed,
               "dropout %s" % ("on" if config.dropout else "off"),
               "train on %s" % (config.limit_train or "all 60000"),
               "test on %s" % (config.limit_test or "all 10000"),
