@@ -52,6 +52,9 @@ DEFAULT_LR = {"sgd": 0.01, "momentum": 0.1, "nesterov": 0.05, "adam": 0.001, "rm
               "adadelta": 1.0}
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
+#: "full": compute in config.dtype; "bf16": mixed precision, bfloat16 compute with float32 master
+#: weights, through the framework's own autocast / mixed-precision policy (dtype float32 only)
+PRECISIONS = ("full", "bf16")
 
 
 def _perf_counter_ns_py36():
@@ -92,6 +95,7 @@ class TrainConfig(NamedTuple):
     gamma: float = 0.1          # step: lr * gamma ** (k // decay_steps)
     decay_steps: int = 0        # step: its period; cosine: its length (0: the whole run, see plan)
     target_accuracy: float = 0.0  # > 0: stop at the first evaluation that reaches it (time to accuracy)
+    precision: str = "full"    # PRECISIONS
 
     def to_dict(self):
         d = dict(self._asdict())
@@ -99,6 +103,8 @@ class TrainConfig(NamedTuple):
         for field in ("max_steps", "target_accuracy"):
             if not d[field]:
                 del d[field]
+        if d["precision"] == "full":
+            del d["precision"]
         if d["schedule"] == "constant":
             for field in ("schedule", "decay", "gamma", "decay_steps"):
                 del d[field]
@@ -119,6 +125,8 @@ class Adapter(object):
     #: train_epoch runs in TrainConfig.mode "epoch"; None: the framework trains step by step, and
     #: mode "epoch" is refused as Unsupported rather than run as step mode under another label
     epoch_idiom = None
+    #: the TrainConfig.precision values it implements; others are refused (check_precision)
+    precisions = ("full",)
     #: models/configs this adapter cannot do can be refused in build() with Unsupported(...)
 
     def __init__(self, spec, config):
@@ -143,6 +151,16 @@ class Adapter(object):
 
     def environment(self):
         return {"framework": self.framework}
+
+    def check_precision(self):
+        """Unsupported for a precision this adapter does not implement (called before build)."""
+        p = getattr(self.config, "precision", "full")
+        if p not in self.precisions:
+            raise Unsupported("precision %r: %s %s" % (p, self.name, getattr(
+                self, "precision_note", "has no mixed-precision path (full precision only)")))
+        if p == "bf16" and self.config.dtype != "float32":
+            raise Unsupported("precision 'bf16' keeps float32 master weights: it needs dtype "
+                              "float32, not %s" % self.config.dtype)
 
     # -- optional ------------------------------------------------------------------------------
     def train_epoch(self, batches, on_step):

@@ -167,6 +167,7 @@ def _batchnorm(a, step):
 
 class CntkAdapter(TableAdapter):
     name = "cntk"
+    precision_note = "runs CNTK, which has no bfloat16 (its reduced precision is float16, GPU only)"
     framework = "cntk"
     LAYERS = {
         "conv2d": _conv2d,

@@ -134,6 +134,8 @@ def _activation(a, function):
 
 class JaxAdapter(TableAdapter):
     name = "jax"
+    precision_note = ("has no bf16 path yet (Flax's idiom, layers with dtype=bfloat16 and "
+                      "param_dtype=float32, is not wired in)")
     framework = "jax"
     LAYERS = {
         "conv2d": _conv2d,

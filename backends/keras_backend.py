@@ -117,6 +117,15 @@ class KerasAdapter(KerasBase):
         return info
 
 
+class KerasXlaAdapter(KerasAdapter):
+    """Keras on TensorFlow, tuned as Keras' performance advice says: Model.compile(jit_compile=
+    True), the train step compiled by XLA. The idiomatic `keras` adapter passes Keras' default
+    jit_compile="auto", which Keras 3 resolves to False on a CPU-only TensorFlow machine (it turns
+    XLA on only when TF sees a GPU), so `keras` runs tf.function graphs without XLA."""
+    name = "keras-xla"
+    jit_compile = True
+
+
 class KerasTorchAdapter(KerasBase):
     """Keras on PyTorch."""
     name = "keras-torch"

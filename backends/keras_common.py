@@ -16,6 +16,7 @@ from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.layout import ChannelsLast, nchw_to_nhwc
 from backends.common.padding import conv_padding
+from backends.common.precision import precision_environment
 from backends.common.walker import walk
 from backends.keras_parts import batch_loss_metric, pytorch_optimizers, step_clock
 from models.spec import init_weights
@@ -24,7 +25,7 @@ from models.spec import init_weights
 # --- the spec, layer by layer: keras.layers (dtype explicit on each, so dtypes never mix) -------
 
 def _conv2d(a, step):
-    layer, L, dt = step.layer, a.keras.layers, a.config.dtype
+    layer, L, dt = step.layer, a.keras.layers, a.layer_dtype
     pad = conv_padding(layer)
     blocks = []
     if pad.mode == "explicit":  # Keras' Conv2D pads 'valid' or 'same' only
@@ -41,7 +42,7 @@ def _dense(a, step):
     layer = step.layer
     dense = a.keras.layers.Dense(layer.units, activation=_act(a, layer.activation),
                                  use_bias=layer.use_bias, kernel_constraint=_max_norm(a, layer, 0),
-                                 name=layer.name, dtype=a.config.dtype)
+                                 name=layer.name, dtype=a.layer_dtype)
     _bind_kernel(a, layer, dense)
     return dense
 
@@ -68,7 +69,7 @@ def _pool(cls):
     def build(a, step):
         return getattr(a.keras.layers, cls)(step.layer.size, strides=step.layer.stride,
                                             padding="valid", name=step.layer.name,
-                                            dtype=a.config.dtype)
+                                            dtype=a.layer_dtype)
     return build
 
 
@@ -79,14 +80,14 @@ def _dropout(a, step):
     # each Dropout layer's own seed: keras.utils.set_random_seed would import TensorFlow under
     # every backend
     return a.keras.layers.Dropout(layer.rate, seed=cfg.seed + step.index, name=layer.name,
-                                  dtype=cfg.dtype)
+                                  dtype=a.layer_dtype)
 
 
 def _batchnorm(a, step):
     layer = step.layer
     bn = a.keras.layers.BatchNormalization(axis=-1, momentum=1.0 - layer.momentum,
                                            epsilon=layer.eps, name=layer.name,
-                                           dtype=a.config.dtype)
+                                           dtype=a.layer_dtype)
     for field, attr in (("gamma", "gamma"), ("beta", "beta"), ("running_mean", "moving_mean"),
                         ("running_var", "moving_variance")):
         _bind(a, layer.name + "." + field, bn, attr)
@@ -95,7 +96,7 @@ def _batchnorm(a, step):
 
 def _activation(a, step):
     return a.keras.layers.Activation(_act(a, step.layer.function) or "linear",
-                                     name=step.layer.name, dtype=a.config.dtype)
+                                     name=step.layer.name, dtype=a.layer_dtype)
 
 
 def _act(a, function):
@@ -136,12 +137,18 @@ class KerasBase(TableAdapter):
     framework = "keras"
     epoch_idiom = "model.fit"
     keras_backend = None  # KERAS_BACKEND: "tensorflow", "torch" or "jax"
+    #: Model.compile's jit_compile. Keras' default "auto" resolves to False with the torch
+    #: backend and with TensorFlow on a CPU-only machine, to True with jax; keras-xla sets True
+    jit_compile = "auto"
+    # bf16: Keras' own mixed-precision policy "mixed_bfloat16" on every layer (bf16 compute,
+    # float32 variables); the input and the loss stay float32 (the loss casts the bf16 logits)
+    precisions = ("full", "bf16")
     LAYERS = {
         "conv2d": _conv2d,
         "maxpool2d": _pool("MaxPooling2D"),
         "avgpool2d": _pool("AveragePooling2D"),
         "flatten": lambda a, step: a.keras.layers.Flatten(name=step.layer.name,
-                                                          dtype=a.config.dtype),
+                                                          dtype=a.layer_dtype),
         "dense": _dense,
         "dropout": _dropout,
         "batchnorm": _batchnorm,
@@ -232,8 +239,14 @@ class KerasBase(TableAdapter):
         self.optimizer.build(self.model.trainable_variables)
         self._optimizer_initial = [np.array(v.numpy()) for v in self.optimizer.variables]
         metrics = [batch_loss_metric(keras, self.loss_fn, cfg.dtype)] if cfg.mode == "epoch" else None
-        self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=metrics)
+        self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=metrics,
+                           jit_compile=self.jit_compile)
         self.set_weights(init_weights(self.spec, seed=cfg.seed, dtype=cfg.dtype))
+
+    @property
+    def layer_dtype(self):
+        """Every layer's dtype: floatx, or the mixed-precision policy's name."""
+        return "mixed_bfloat16" if self.config.precision == "bf16" else self.config.dtype
 
     # -- weights and optimizer state -------------------------------------------------------------
     def read_param(self, handle):
@@ -294,7 +307,7 @@ class KerasBase(TableAdapter):
         if sync is not None:
             sync()
         out = self.model.predict_on_batch(nchw_to_nhwc(x, self.np_dtype))
-        return np.asarray(out)
+        return np.asarray(out, dtype=self.np_dtype)  # bf16 logits (mixed policy) as float32
 
     def device_peak_bytes(self):
         """Peak device memory of the backend framework's allocator (None on the CPU)."""
@@ -310,6 +323,7 @@ class KerasBase(TableAdapter):
                 "floatx": keras.config.floatx(), "jit_compile": bool(self.model.jit_compile),
                 "train_mode": self.config.mode,
                 "idiom": "keras.Sequential + compile; train_on_batch (step) / fit (epoch)"}
+        info.update(precision_environment(self.config.precision))
         info.update(self.backend_environment())
         info.update(self.notes)
         return info

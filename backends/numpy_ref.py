@@ -137,6 +137,7 @@ def _bind(ref, layer_name, fields):
 
 class NumpyReference(TableAdapter):
     name = "numpy"
+    precision_note = "is the float32/float64 oracle: NumPy has no bfloat16 dtype"
     framework = "numpy"
     LAYERS = {
         "conv2d": _conv2d,

@@ -22,6 +22,9 @@ class Backend(NamedTuple):
     install_hint: str           # the fix to print when it is missing
     description: str = ""
     worker_env: Tuple[Tuple[str, str], ...] = ()  # extra environment variables for its worker
+    # the conformance cases it runs, by label prefix (tests/conformance.py); () = all. For
+    # backends that compile each case's model for tens of seconds (torch.compile on 2 cores)
+    conformance: Tuple[str, ...] = ()
 
 
 TF_HINT = "tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)"
@@ -36,6 +39,13 @@ BACKENDS = {
         name="torch", target="backends.torch_backend:TorchAdapter", framework="PyTorch",
         requires=("torch",), env="base", install_hint="pip install 'convbench[torch]' (torch==2.13.0)",
         description="nn.Sequential built from the spec, eager training loop"),
+    "torch-tuned": Backend(
+        name="torch-tuned", target="backends.torch_tuned:TorchTunedAdapter",
+        framework="PyTorch (tuned)", requires=("torch",), env="base",
+        install_hint="pip install 'convbench[torch]' (torch==2.13.0) and a C++ compiler (g++)",
+        description="the torch backend with the CPU tuning guide applied: channels_last memory "
+                    "format + torch.compile (inductor)",
+        conformance=("seed_convnet-", "mlp-float32", "torch_bn-float32", "bf16 seed_convnet")),
     "cntk": Backend(
         name="cntk", target="backends.cntk_backend:CntkAdapter", framework="CNTK",
         requires=("cntk",), env="cntk",
@@ -62,6 +72,17 @@ BACKENDS = {
         install_hint=TF_HINT,
         description="keras.Sequential, compile + train_on_batch (step mode) or fit (epoch mode)",
         worker_env=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2"))),
+    "keras-xla": Backend(
+        name="keras-xla", target="backends.keras_backend:KerasXlaAdapter",
+        framework="Keras 3 (TensorFlow, XLA)", requires=("keras", "tensorflow"), env="tf",
+        install_hint=TF_HINT,
+        description="the keras backend compiled with jit_compile=True (Keras' 'auto' is False on "
+                    "a CPU-only machine)",
+        worker_env=(("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2")),
+        # what XLA's whole-step compilation could change: the default net in both dtypes and
+        # every optimizer, batchnorm, the max-norm constraint inside the step, bf16. The layers
+        # themselves are the keras backend's, which runs every case
+        conformance=("seed_convnet-", "torch_bn-", "maxnorm_cnn-", "bf16 ")),
     "keras-torch": Backend(
         name="keras-torch", target="backends.keras_backend:KerasTorchAdapter",
         framework="Keras 3 (PyTorch)", requires=("keras", "torch"), env="tf",

@@ -209,6 +209,8 @@ def _adadelta(a):
 
 class TfAdapter(TableAdapter):
     name = "tf"
+    precision_note = ("writes tf.nn ops by hand: TensorFlow's mixed-precision policy is Keras' "
+                      "(the keras and keras-xla backends run --precision bf16)")
     framework = "tensorflow"
     jit_compile = False
     LAYERS = {

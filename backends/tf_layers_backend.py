@@ -268,6 +268,8 @@ class TfGraphAdapter(TableAdapter):
 
     Parameters are bound by TF variable name ("conv1/kernel"): the variables live in graphs built
     later (one per Estimator call); the subclass reads and writes them by that name."""
+    precision_note = ("runs a TF 1.x graph: its mixed-precision graph rewrite is float16 for "
+                      "GPUs, with no bfloat16 CPU path")
     framework = "tensorflow"
     LAYERS = {
         "conv2d": _conv2d,

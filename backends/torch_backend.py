@@ -7,12 +7,15 @@ are the suite's formulas), SCHEDULES torch.optim.lr_scheduler's, stepped after e
 Canonical layout is PyTorch's own (NCHW, OIHW, flatten C,H,W), except dense kernels: nn.Linear
 stores (out, in), the canonical layout is (in, out), so they are transposed at the boundary.
 """
+import contextlib
+
 import numpy as np
 
 from backends.base import Unavailable
 from backends.common import schedule, tables
 from backends.common.adapter import TableAdapter
 from backends.common.padding import conv_padding
+from backends.common.precision import precision_environment
 from backends.common.walker import walk
 from backends.common.weights import IDENTITY, TRANSPOSED
 from models.spec import MAX_NORM_EPS
@@ -67,6 +70,10 @@ def _activation(a, function):
 class TorchAdapter(TableAdapter):
     name = "torch"
     framework = "torch"
+    # bf16: torch.autocast(bfloat16) around forward and loss; the parameters, their gradients and
+    # the optimizer stay float32 (autocast casts weights per op; cross_entropy runs in float32)
+    precisions = ("full", "bf16")
+    memory_format = None  # torch-tuned: channels_last
     LAYERS = {
         "conv2d": _conv2d,
         "maxpool2d": lambda a, step: a.nn.MaxPool2d(step.layer.size, step.layer.stride),
@@ -145,6 +152,8 @@ class TorchAdapter(TableAdapter):
 
     def _input(self, x, y=None):
         tx = self.torch.from_numpy(np.ascontiguousarray(x, dtype=self.config.dtype)).to(self.device)
+        if self.memory_format is not None:
+            tx = tx.contiguous(memory_format=self.memory_format)
         if y is None:
             return tx
         return tx, self.torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
@@ -153,7 +162,8 @@ class TorchAdapter(TableAdapter):
         tx, ty = self._input(x, y)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(tx), ty)
+        with self.autocast():
+            loss = self.loss_fn(self.forward(tx), ty)
         loss.backward()
         self.optimizer.step()
         if self.scheduler is not None:
@@ -163,6 +173,14 @@ class TorchAdapter(TableAdapter):
         if self.cuda:  # the timer stops when this returns: the update's kernels must be done
             self.torch.cuda.synchronize(self.device)
         return loss.item()  # .item() waits for the device: the timing sync point
+
+    def forward(self, tx):
+        return self.model(tx)
+
+    def autocast(self):
+        if self.config.precision == "bf16":
+            return self.torch.autocast(device_type=self.device.type, dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _apply_max_norms(self):
         """Keras' MaxNorm after the update: each output unit (dim 0 of a Conv2d / Linear weight)
@@ -176,8 +194,9 @@ class TorchAdapter(TableAdapter):
 
     def predict(self, x):
         self.model.eval()
-        with self.torch.no_grad():
-            return self.model(self._input(x)).cpu().numpy()
+        with self.torch.no_grad(), self.autocast():
+            out = self.forward(self._input(x))
+            return (out.float() if out.dtype == self.torch.bfloat16 else out).cpu().numpy()
 
     def device_peak_bytes(self):
         if self.cuda:
@@ -198,6 +217,7 @@ class TorchAdapter(TableAdapter):
             info["device_name"] = torch.cuda.get_device_name(self.device)
             info["cuda"] = torch.version.cuda
             info["cudnn"] = torch.backends.cudnn.version()
+        info.update(precision_environment(self.config.precision))
         return info
 
 

@@ -2,7 +2,7 @@
 several commands take."""
 import argparse
 
-from backends.base import DEVICES, DTYPES, OPTIMIZERS, SCHEDULES, TrainConfig
+from backends.base import DEVICES, DTYPES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from bench.executors import EXECUTORS
 from bench.results import DEFAULT_RESULTS
 
@@ -108,6 +108,10 @@ def add_config_options(p):
                    help="train with the spec's dropout layers off (the identity)")
     p.add_argument("--device", choices=DEVICES, default=d.device)
     p.add_argument("--dtype", choices=DTYPES, default=d.dtype)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="full: compute in --dtype (default); bf16: bfloat16 compute with float32 "
+                        "master weights, through the framework's autocast / mixed-precision "
+                        "policy (backends without one record 'unsupported')")
     p.add_argument("--threads", type=non_negative_int, default=d.threads,
                    help="thread budget of every backend (default 0: all cores)")
     p.add_argument("--limit-train", type=non_negative_int, default=0, metavar="N",

@@ -15,7 +15,7 @@ import numpy as np
 
 from backends.base import Adapter, Unsupported
 from bench import inject, memory
-from bench.data import Mnist, batches, epoch_order, order_digest
+from bench.data import Mnist, at_resolution, batches, epoch_order, order_digest
 from models.spec import init_weights, weights_digest
 
 
@@ -85,9 +85,9 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
     n_test = config.limit_test or len(mnist.test_labels)
     # the images stay uint8 (47 MB, not 188 MB of float32) and become floats one batch at a time,
     # outside the timed step, the same way for every backend
-    x_train = mnist.train_images[:n_train]
+    x_train = at_resolution(mnist.train_images[:n_train], spec.input_shape)
     y_train = mnist.train_labels[:n_train].astype(np.int64)
-    x_test = mnist.test_images[:n_test]
+    x_test = at_resolution(mnist.test_images[:n_test], spec.input_shape)
     y_test = mnist.test_labels[:n_test].astype(np.int64)
     data_s = time.time() - t0
     rss_after_data = memory.rss_mb()
@@ -95,6 +95,7 @@ def train(adapter, spec, config, data_dir, emit, faults=None, raw_write=None):
     if config.mode == "epoch" and not adapter.epoch_idiom:
         raise Unsupported("training mode 'epoch': %s trains step by step (no epoch-level call "
                           "of its own to time); use --mode step" % adapter.name)
+    adapter.check_precision()
     faults = inject.active() if faults is None else faults
     inject.wrap_adapter(adapter, faults, raw_write)
     t0 = time.time()
@@ -243,6 +244,7 @@ def conform(adapter_factory, cases, arrays, emit):
         x, y = arrays[key + "x"], arrays[key + "y"]
         a = adapter_factory(case)
         try:
+            a.check_precision()
             a.build()
         except Unsupported as exc:  # this model/config only: the other cases still run
             out[key + "unsupported"] = np.array(str(exc) or "not implemented")

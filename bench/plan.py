@@ -44,7 +44,10 @@ def config_and_lr_source(args, spec=None):
         dtype=args.dtype, dropout=not getattr(args, "no_dropout", False),
         limit_train=args.limit_train, limit_test=args.limit_test,
         warmup_steps=args.warmup_steps, mode=args.mode, target_accuracy=target_accuracy,
-        evals_per_epoch=getattr(args, "evals_per_epoch", None) or d["evals_per_epoch"]))
+        evals_per_epoch=getattr(args, "evals_per_epoch", None) or d["evals_per_epoch"],
+        precision=getattr(args, "precision", None) or "full"))
+    if config.precision == "bf16" and config.dtype != "float32":
+        raise UsageError("--precision bf16 keeps float32 master weights: it needs --dtype float32")
     try:
         schedule.check(config)
     except schedule.ScheduleError as exc:
@@ -67,7 +70,8 @@ def settings_line(config, lr_source):
             if getattr(config, k) != getattr(TrainConfig(), k))))
     if config.target_accuracy:
         parts.append("until test accuracy %g" % config.target_accuracy)
-    parts += [config.dtype, "%s mode" % config.mode, "seed %d" % config.seed,
+    parts += [config.dtype + (" (bf16 mixed precision)" if config.precision == "bf16" else ""),
+              "%s mode" % config.mode, "seed %d" % config.seed,
               "dropout %s" % ("on" if config.dropout else "off"),
               "train on %s" % (config.limit_train or "all 60000"),
               "test on %s" % (config.limit_test or "all 10000"),

@@ -88,6 +88,8 @@ def _group_title(key, config):
             extra.append(words % config.get(name))
     if not config.get("dropout", True):
         extra.append("no dropout")
+    if config.get("precision", "full") != "full":
+        dtype = "%s with %s mixed precision" % (dtype, config["precision"])
     return "%s on %s: batch %s, %s, %s, %s, %s thread(s), %s mode — %s" % (
         model, device, batch, opt, ", ".join(extra), dtype, threads, mode, machine)
 
@@ -330,6 +332,10 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None):
         if png:
             blocks.append(Image("sweep_%s.png" % sweep_id, png, "sweep %s" % sweep_id))
         sections.append(Section(title, blocks, anchor="sweep-%s" % sweep_id))
+    from bench import scaling_report
+
+    where = scaling_report.section(records, report_plots.png)
+    sections += [where._replace(anchor="where-the-time-goes")] if where else []
     if microbench_dir:
         from bench import microbench_results
 

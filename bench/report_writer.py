@@ -17,7 +17,7 @@ class ReportWriteError(OSError):
 
 
 #: the only names the report deletes in report_files/: its own images
-OWN_PNG = re.compile(r"^(g\d+_(throughput|first_step|loss|accuracy|steps|memory)|overview_\d+|"
+OWN_PNG = re.compile(r"^(g\d+_(throughput|first_step|loss|accuracy|steps|memory)|overview_\d+|scaling_\d+|"
                      r"sweep_[0-9a-f]{12})\.png$")
 MANIFEST = ".convbench-images"
 

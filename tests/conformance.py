@@ -20,6 +20,7 @@ from bench.data import Mnist
 from bench.runner import run_worker
 from models.spec import init_weights, list_models, load_spec, spec_from_dict
 
+import bf16_tolerance
 import needs
 
 # (max abs difference) per dtype. float64 proves the algorithms are the same; float32 shows what
@@ -39,6 +40,8 @@ FLOAT32_UPDATE_RTOL = 0.05
 
 BATCH = 32
 TRAJ_STEPS = 100
+
+# bf16 mixed precision (TrainConfig.precision "bf16"): tolerances derived in bf16_tolerance.py
 
 
 def required(name):
@@ -157,6 +160,9 @@ def build_cases():
         rows.append(("seed_convnet-float64-%s-10steps" % opt, load_spec("seed_convnet"),
                      _config(optimizer=opt, lr=lr, dtype="float64"), 10))
     rows += _model_rows([m for m in models if m not in FIRST_MODELS])
+    for model in bf16_tolerance.MODELS:  # appended: the cases above keep their positions and data
+        rows.append(("bf16 %s-float32-momentum" % model, load_spec(model),
+                     _config(dtype="float32", precision="bf16"), 0))
     for label, layer in LAYER_CASES:
         rows.append(("layer " + label, _layer_spec(label, layer),
                      _config(optimizer="sgd", lr=0.5, dtype="float64"), 0))
@@ -206,7 +212,8 @@ def oracle_outputs(cases, arrays):
 
     def factory(case):
         from models.spec import spec_from_dict
-        return NumpyReference(spec_from_dict(case["spec"]), TrainConfig.from_dict(case["config"]))
+        config = TrainConfig.from_dict(case["config"])._replace(precision="full")  # the reference
+        return NumpyReference(spec_from_dict(case["spec"]), config)
 
     return conform(factory, _job_cases(cases), arrays, lambda m: None)
 
@@ -252,10 +259,30 @@ def run_backend_probes(name, cases, arrays, timeout_s=1800):
             return outcome, {k: npz[k] for k in npz.files}
 
 
-def compare_case(case, got, want):
-    """List of mismatch descriptions for one case ([] when it conforms)."""
-    key, config, steps, spec = case.key, case.config, case.steps, case.spec
-    tol = TOL[config.dtype]
+def bf16_bounds(case, arrays):
+    """The derived bf16 tolerances of one case's batch and weights (tests/bf16_tolerance.py)."""
+    weights = {k[len(case.key) + 2:]: v for k, v in arrays.items() if k.startswith(case.key + "w/")}
+    return bf16_tolerance.bounds(case.spec, weights, arrays[case.key + "x"], arrays[case.key + "y"])
+
+
+def tolerances(case, arrays):
+    """(tol dict, one-step update rtol) for a case: TOL, or for bf16 the derived bounds added
+    to float32's."""
+    tol = dict(TOL[case.config.dtype])
+    rtol = FLOAT32_UPDATE_RTOL if case.config.dtype == "float32" else 0.0
+    if case.config.precision == "bf16":
+        bf = bf16_bounds(case, arrays)
+        tol["logits"] += bf["logits"]
+        tol["loss1"] += bf["loss1"]
+        rtol += bf["update_rtol"]
+    return tol, rtol
+
+
+def compare_case(case, got, want, arrays=None):
+    """List of mismatch descriptions for one case ([] when it conforms); arrays: the case's
+    inputs (bf16 cases derive their tolerances from them)."""
+    key, steps, spec = case.key, case.steps, case.spec
+    tol, update_rtol = tolerances(case, arrays or {})
     problems = []
     layer_case = case.label.startswith("layer ")
     forward = "forward: " if layer_case else ""
@@ -280,6 +307,9 @@ def compare_case(case, got, want):
     d = diff(got[key + "logits"], want[key + "logits"])
     if d > tol["logits"]:
         problems.append("%slogits differ by %.3g > %.1g" % (forward, d, tol["logits"]))
+    if case.config.precision == "bf16" and d <= TOL["float32"]["logits"]:
+        problems.append("bf16 logits agree with the float32 oracle to %.3g, within float32's "
+                        "tolerance: is bf16 compute on?" % d)
     d = diff(got[key + "loss1"], want[key + "loss1"])
     if d > tol["loss1"]:
         problems.append("%sone-step loss differs by %.3g > %.1g" % (forward, d, tol["loss1"]))
@@ -290,9 +320,7 @@ def compare_case(case, got, want):
                 problems.append("%srunning statistic %s after one step differs by %.3g"
                                 % (forward, n, diff(g, w)))
         else:
-            allowed = tol["weights"]
-            if config.dtype == "float32":
-                allowed += FLOAT32_UPDATE_RTOL * diff(w, want[key + "rt/" + n])
+            allowed = tol["weights"] + update_rtol * diff(w, want[key + "rt/" + n])
             if diff(g, w) > allowed:
                 problems.append("%s%s after one step differs by %.3g > %.2g"
                                 % (backward, n, diff(g, w), allowed))

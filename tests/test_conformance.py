@@ -45,14 +45,21 @@ _PROBES = {}
 
 
 def _selected_cases(session, name):
-    """The case indices this session runs for backend `name` (after -k and friends): only those
-    are sent to its worker, so selecting one case does not run them all."""
+    """The case indices this session runs for backend `name` (after -k and friends, and within
+    the backend's own conformance subset): only those are sent to its worker, so selecting one
+    case does not run them all."""
     chosen = set()
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if params.get("backend_name") == name and "case_index" in params:
+        if (params.get("backend_name") == name and "case_index" in params
+                and _in_subset(name, CASES[params["case_index"]])):
             chosen.add(params["case_index"])
     return sorted(chosen)
+
+
+def _in_subset(name, case):
+    subset = registry.get(name).conformance
+    return not subset or case.label.startswith(subset)
 
 
 def backend_probes(name, inputs, ledger, session):
@@ -79,6 +86,9 @@ def backend_probes(name, inputs, ledger, session):
 def test_matches_oracle(backend_name, case_index, probe_inputs, oracle, conformance_ledger, request):
     name = backend_name
     case = CASES[case_index]
+    if not _in_subset(name, case):
+        pytest.skip("not in %s's conformance subset %s (backends/registry.py: each case compiles "
+                    "its own model)" % (name, registry.get(name).conformance))
     state, payload = backend_probes(name, probe_inputs, conformance_ledger, request.session)
     if state == "missing":
         _skip_or_fail(name, payload, conformance_ledger)
@@ -86,7 +96,7 @@ def test_matches_oracle(backend_name, case_index, probe_inputs, oracle, conforma
         pytest.fail("backend %r probe worker did not finish: %s" % (name, payload))
     if case.key + "unsupported" in payload:
         pytest.skip("backend %r does not support %s: %s" % (name, case.label, payload[case.key + "unsupported"]))
-    problems = conformance.compare_case(case, payload, oracle)
+    problems = conformance.compare_case(case, payload, oracle, probe_inputs)
     if problems:
         conformance_ledger.failed(name, case.label)
     assert not problems, "%s %s: %s" % (name, case.label, "; ".join(problems))

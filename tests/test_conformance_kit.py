@@ -69,3 +69,33 @@ def test_k_selects_cases_without_running_the_others():
         timeout=600, env=dict(os.environ, CONVBENCH_CONFORMANCE_VERBOSE="1"))
     assert "1 passed" in proc.stdout, proc.stdout[-2000:]
     assert "probe job for numpy: 1 case(s)" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_bf16_tolerances_are_derived_and_catch_both_ways():
+    """A bf16 case: the reference's own float32 answers fail it (bf16 was not on), answers moved
+    by half the derived logit tolerance pass, by twice it fail. The tolerance follows from the
+    batch and weights (bf16's 2^-8 per rounding through the layers), not from a constant."""
+    import bf16_tolerance
+
+    case = _case("bf16 seed_convnet-float32-momentum")
+    arrays = conformance.inputs_for([case])
+    want = conformance.oracle_outputs([case], arrays)
+    (problem,) = conformance.compare_case(case, want, want, arrays)
+    assert "is bf16 compute on?" in problem
+    tol, rtol = conformance.tolerances(case, arrays)
+    weights = {k[5:]: v for k, v in arrays.items() if k.startswith("c0/w/")}
+    derived = bf16_tolerance.bounds(case.spec, weights, arrays["c0/x"], arrays["c0/y"])
+    assert tol["logits"] == conformance.TOL["float32"]["logits"] + derived["logits"]
+    assert 1e-4 < derived["logits"] < 0.1 and rtol > conformance.FLOAT32_UPDATE_RTOL
+    # doubling the weights' scale roughly doubles the logits and their derived error
+    doubled = bf16_tolerance.bounds(
+        case.spec, {k: 2 * v for k, v in weights.items()}, arrays["c0/x"], arrays["c0/y"])
+    assert doubled["logits"] > 2 * derived["logits"]
+    for factor, ok in ((0.5, True), (2.0, False)):
+        got = dict(want)
+        shift = np.zeros_like(want["c0/logits"])
+        shift[0, 0] = factor * tol["logits"]
+        got["c0/logits"] = want["c0/logits"] + shift
+        problems = [p for p in conformance.compare_case(case, got, want, arrays)
+                    if "logits" in p]
+        assert (problems == []) == ok, (factor, problems)

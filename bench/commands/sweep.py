@@ -24,6 +24,12 @@ def setup_arguments(subparsers):
                         % TrainConfig().batch_size)
     p.add_argument("--threads", type=int_list(0), default=[0], metavar="T[,T...]",
                    help="comma-separated thread budgets (default 0: every CPU this process may use)")
+    p.add_argument("--width", type=int_list(1), default=None, metavar="W[,W...]",
+                   help="the scaling sweep: each model with its conv filters and hidden units "
+                        "times W (e.g. 1,2,4,8); the report fits overhead + FLOPs / throughput")
+    p.add_argument("--resolution", type=int_list(28), default=None, metavar="R[,R...]",
+                   help="the scaling sweep: each model on MNIST upsampled to R x R (multiples of "
+                        "28, e.g. 28,56,112; nearest neighbour, the same for every backend)")
     add_results_option(p)
     add_report_options(p)
     add_matrix_options(p, timing_runs=1)  # a sweep's cells are many: processes are opt-in
@@ -42,6 +48,15 @@ def run_from_args(args):
     if not names:
         raise UsageError("--model is empty; give one or more models (see `convbench list`)")
     specs = list(dict((s.spec_hash, s) for s in (load_run_spec(n) for n in names)).values())
+    scaling_axes = {}
+    if args.width or args.resolution:
+        from bench import scaling
+        widths, sizes = args.width or [1], args.resolution or [scaling.MNIST_SIZE]
+        try:
+            specs = [scaling.derive(s, w, r) for s in specs for w in widths for r in sizes]
+        except ValueError as exc:
+            raise UsageError(str(exc))
+        scaling_axes = {"width": widths, "resolution": sizes}
     configs = dict((s.spec_hash, config_from_args(args, s)) for s in specs)
     args.batch_size = unique(args.batch_size) if args.batch_size else None
     batch_sizes = args.batch_size or sorted(set(c.batch_size for c in configs.values()))
@@ -54,7 +69,7 @@ def run_from_args(args):
     jobs = expand(backends, specs, lambda spec: configs[spec.spec_hash], batch_sizes=args.batch_size,
                   threads=threads, repeat=args.repeat, timing_runs=args.timing_runs,
                   timing_steps=args.timing_steps, seeds=args.seeds,
-                  sweep_axes={"batch_size": batch_sizes, "threads": threads})
+                  sweep_axes=dict({"batch_size": batch_sizes, "threads": threads}, **scaling_axes))
     print("convbench: sweep of %d job(s): %s x %s x batch %s x threads %s x %d repeat(s)%s, "
           "results -> %s" % (len(jobs), ",".join(b.name for b in backends), ",".join(names),
                              ",".join(map(str, batch_sizes)),
