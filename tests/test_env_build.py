@@ -29,10 +29,7 @@ BROKEN_BACKENDS = """    "broken-pkg": Backend(
     "broken-python": Backend(
         name="broken-python", target="backends.numpy_ref:NumpyReference", framework="NumPy",
         requires=("numpy",), env="broken_python", install_hint="tox -e broken_python --notest"),
-}
-
-
-def names"""
+"""
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +41,8 @@ def broken_repo(tmp_path_factory):
         f.write(BROKEN_ENVS)
     registry = root / "backends" / "registry.py"
     text = registry.read_text()
-    assert text.count("}\n\n\ndef names") == 1
-    registry.write_text(text.replace("}\n\n\ndef names", BROKEN_BACKENDS))
+    end = text.index("\n}\n", text.index("BACKENDS = {")) + 1  # the table's closing brace
+    registry.write_text(text[:end] + BROKEN_BACKENDS + text[end:])
     return root
 
 
