@@ -26,7 +26,8 @@ METHODOLOGY = """\
   processes' own interquartile ranges (the jitter within a process). Accuracy, time to accuracy
   and memory come from the training run(s) only.
 - Epoch mode (the framework's own loop: Keras `fit`, `Estimator.train`, timed by its callbacks):
-  a process' figure is the epochs' training wall time less the first step and the warm-up, per
+  a process' figure is the framework's loop time (from the first step's start to the last step's
+  end, evaluations and the call's one-off setup left out) less the first step and the warm-up, per
   steady step, so it includes what the loop does between steps (Keras' iterator slicing and
   converting the next batch) and is comparable with step mode's; the callbacks' own step
   intervals give the IQR. Mid-epoch evaluations run on the same schedule in both modes, in epoch

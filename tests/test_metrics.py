@@ -34,3 +34,14 @@ def test_a_shortfall_is_explained_by_where_the_time_went():
     assert "first step and warm-up 49%" in note and "steps slower than the median 40%" in note
     assert "between steps (batches, callbacks) 1%" in note
     assert "other processes used 1.50 cores" in note
+
+
+def test_epoch_modes_figure_is_the_loop_not_the_calls_setup():
+    """A 1.7 s one-off before the first step (Keras fit's setup) must not spread over 50 steps."""
+    steps = [300.0] + [60.0] * 55  # the first step, 5 warm-up and 50 steady steps of 60 ms
+    record = _record(steps, train_s=sum(steps) / 1e3 + 1.7 + 0.05 * 55 / 1e3, warmup=5)
+    record["config"]["mode"] = "epoch"
+    record["timing"]["loop_s"] = sum(steps) / 1e3 + 0.05 * 55 / 1e3  # 50 us between steps
+    assert metrics.epoch_step_ms(record) == pytest.approx(60.05, abs=0.01)
+    del record["timing"]["loop_s"]  # an older record: the whole training time
+    assert metrics.epoch_step_ms(record) == pytest.approx(60.05 + 1700 / 50, abs=0.01)
