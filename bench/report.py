@@ -247,17 +247,15 @@ def _anchor(i):
 def _summary_section(groups, plots):
     """Per machine: the speed-at-a-glance chart of each model's headline group, then one
     verdict per configuration group, in the report's order."""
-    blocks, seen_machines = [], []
-    for i, (key, group) in groups:
-        if key[0] not in seen_machines:
-            seen_machines.append(key[0])
-    for machine in seen_machines:
+    blocks = []
+    machines = list(dict.fromkeys(key[0] for _, (key, _) in groups))  # in the report's order
+    for index, machine in enumerate(machines):
         mine = [(i, kg) for i, kg in groups if kg[0][0] == machine]
         headline = {}
         for i, (key, group) in mine:  # the first (most default) group of each model
             headline.setdefault(key[1], group)
         rows = pd.concat(list(headline.values()))
-        name = "overview_%d.png" % seen_machines.index(machine)
+        name = "overview_%d.png" % index
         chart = plots.draw(_group_inputs(name, rows),
                            lambda: {name: report_plots.overview(rows)}).get(name)
         blocks.append(Text("**%s**" % machine))

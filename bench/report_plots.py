@@ -49,10 +49,9 @@ def throughput(ok):
         return None
     fig, ax = _plt().subplots(figsize=(WIDTH, _bar_height(len(rows))))
     ips = rows.batch_size / (rows.median_ms / 1e3)
-    lo = [b / (h / 1e3) if h == h and h is not None else v
-          for b, h, v in zip(rows.batch_size, rows.ci_hi, ips)]
-    hi = [b / (l / 1e3) if l == l and l is not None else v
-          for b, l, v in zip(rows.batch_size, rows.ci_lo, ips)]
+    # the slowest end of the step-time CI is the lowest throughput; no CI (under 3 processes): none
+    lo = [b / (h / 1e3) if pd.notna(h) else v for b, h, v in zip(rows.batch_size, rows.ci_hi, ips)]
+    hi = [b / (l / 1e3) if pd.notna(l) else v for b, l, v in zip(rows.batch_size, rows.ci_lo, ips)]
     err = np.array([np.subtract(ips, lo), np.subtract(hi, ips)])
     ax.barh(list(rows.backend), list(ips), xerr=err, capsize=3,
             color=[palette.colour(b) for b in rows.backend])

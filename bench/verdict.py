@@ -55,7 +55,7 @@ def group_verdict(group):
         else:
             sentences.append("Every other backend is significantly slower (Mann-Whitney on "
                              "process medians, p < 0.05, beyond 1.10x).")
-        later = [t for t in ranked[1:]]
+        later = ranked[1:]
         if later:
             sentences.append("Then, in tiers whose members are not told apart from each other's "
                              "fastest: %s." % " < ".join(
