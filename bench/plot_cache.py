@@ -1,14 +1,19 @@
 """The report's images, drawn only when what they show changed.
 
-Drawing is most of a report's time (~0.4 s an image), and the report is rewritten after every
+Drawing is most of a report's time (~0.1 s an image), and the report is rewritten after every
 run while most of its tables stay as they were. An image is keyed by a hash of the code that draws
 it (bench/report.py's source and matplotlib's version) and of the data it shows (each row's
 record id and pooled figures); bench/report_writer.py keeps the keys in report_files' manifest and
 hands back the images whose keys still match. A changed record, a new row or new drawing code
 means a new key, so a stale image is never shown.
+
+A report drawn from scratch (a new output directory, new drawing code) draws its images in
+parallel: `prefetch` forks one process per core and each draws a share of the missing images
+(matplotlib draws on one core; 33 images took ~4 s of a 6 s report).
 """
 import hashlib
 import json
+import multiprocessing
 import os
 
 #: the code that draws the images and picks their colours (bench/)
@@ -51,6 +56,29 @@ class PlotCache(object):
             self.used[name] = key
         return images
 
+    def prefetch(self, jobs, processes=None):
+        """Draws, in parallel processes, the images of the (inputs, draw) jobs not stored yet, so
+        that draw() then finds them. Sequential (left to draw()) with one core, one missing image,
+        or no fork (the jobs' draw callables are closures: only a forked child can run them)."""
+        todo = {}
+        for inputs, draw in jobs:
+            key = self.key(inputs)
+            if key not in self.stored:
+                todo.setdefault(key, draw)
+        processes = min(len(todo), processes or _usable_cores())
+        if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return
+        global _PENDING
+        _PENDING = list(todo.values())
+        try:
+            _preload_matplotlib()  # once, here: each child inherits it instead of importing it
+            with multiprocessing.get_context("fork").Pool(processes) as pool:
+                drawn = pool.map(_draw_pending, range(len(_PENDING)), chunksize=1)
+        finally:
+            _PENDING = []
+        for key, images in zip(todo, drawn):
+            self.stored[key] = dict((name, png) for name, png in (images or {}).items() if png)
+
     @staticmethod
     def manifest(used):
         return "".join("%s %s\n" % (name, key) for name, key in sorted(used.items()))
@@ -64,3 +92,24 @@ class PlotCache(object):
             if len(parts) == 2:
                 keys.setdefault(parts[1], []).append(parts[0])
         return keys
+
+
+#: the draw callables of the running prefetch, inherited by its forked children
+_PENDING = []
+
+
+def _draw_pending(index):
+    return _PENDING[index]()
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _preload_matplotlib():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401

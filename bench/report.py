@@ -244,20 +244,43 @@ def _anchor(i):
     return "g%d" % i
 
 
+def _machines(groups):
+    """[(machine, [(index, (key, group)), ...])] in the report's order."""
+    machines = list(dict.fromkeys(key[0] for _, (key, _) in groups))
+    return [(m, [(i, kg) for i, kg in groups if kg[0][0] == m]) for m in machines]
+
+
+def _overview_job(index, mine):
+    """(inputs, draw) of a machine's speed-at-a-glance chart: the first (most default) group of
+    each model."""
+    headline = {}
+    for i, (key, group) in mine:
+        headline.setdefault(key[1], group)
+    rows = pd.concat(list(headline.values()))
+    name = "overview_%d.png" % index
+    return _group_inputs(name, rows), lambda: {name: report_plots.overview(rows)}
+
+
+def _group_job(i, group):
+    """(inputs, draw) of a configuration group's plots."""
+    prefix = "g%d_" % i
+    return _group_inputs(prefix, group), lambda: dict(
+        (prefix + kind + ".png", png) for kind, png in report_plots.group_plots(group).items())
+
+
+def _sweep_job(sweep_id, rows):
+    name = "sweep_%s.png" % sweep_id
+    inputs = [name] + [[r.get("run_id"), r.get("time")] for r in rows._record]
+    return inputs, lambda: {name: _sweep_plot(rows)} if len(rows) else {}
+
+
 def _summary_section(groups, plots):
     """Per machine: the speed-at-a-glance chart of each model's headline group, then one
     verdict per configuration group, in the report's order."""
     blocks = []
-    machines = list(dict.fromkeys(key[0] for _, (key, _) in groups))  # in the report's order
-    for index, machine in enumerate(machines):
-        mine = [(i, kg) for i, kg in groups if kg[0][0] == machine]
-        headline = {}
-        for i, (key, group) in mine:  # the first (most default) group of each model
-            headline.setdefault(key[1], group)
-        rows = pd.concat(list(headline.values()))
+    for index, (machine, mine) in enumerate(_machines(groups)):
         name = "overview_%d.png" % index
-        chart = plots.draw(_group_inputs(name, rows),
-                           lambda: {name: report_plots.overview(rows)}).get(name)
+        chart = plots.draw(*_overview_job(index, mine)).get(name)
         blocks.append(Text("**%s**" % machine))
         if chart:
             blocks.append(Image(name, chart, "speed at a glance on %s" % machine))
@@ -306,6 +329,10 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None):
         intro.append(Text("No records yet: run `convbench run`."))
     groups = [] if df.empty else _ordered_groups(df)
     groups = list(enumerate(groups))
+    sweeps = _sweep_rows(records)
+    plots.prefetch([_overview_job(i, mine) for i, (_, mine) in enumerate(_machines(groups))]
+                   + [_group_job(i, group) for i, (_, group) in groups]
+                   + [_sweep_job(sweep_id, rows) for sweep_id, rows in sweeps.items()])
     sections = [_summary_section(groups, plots)] if groups else []
     toc = {}  # anchor -> a short label for the contents
     for i, (key, group) in groups:
@@ -314,21 +341,19 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None):
         if ratio:
             blocks.append(Text(ratio, css="target"))
         prefix = "g%d_" % i
-        images = plots.draw(_group_inputs(prefix, group), lambda: dict(
-            (prefix + kind + ".png", png) for kind, png in report_plots.group_plots(group).items()))
+        images = plots.draw(*_group_job(i, group))
         blocks.append(Grid([Image(name, png, name[len(prefix):-4]) for name, png in images.items()]))
         config = group._record.iloc[0].get("config") or {}
         sections.append(Section(_group_title(key, config), blocks, anchor=_anchor(i)))
         toc[_anchor(i)] = "%s (%s)" % (_short_title(key, group), key[0].split(" (")[0])
-    for sweep_id, rows in _sweep_rows(records).items():
+    for sweep_id, rows in sweeps.items():
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),
                                          machine_label(rows._record.iloc[-1]))
         blocks = [Table(_sweep_table(rows))]
         name = "sweep_%s.png" % sweep_id
-        inputs = [name] + [[r.get("run_id"), r.get("time")] for r in rows._record]
-        png = plots.draw(inputs, lambda: {name: _sweep_plot(rows)} if len(rows) else {}).get(name)
+        png = plots.draw(*_sweep_job(sweep_id, rows)).get(name)
         if png:
-            blocks.append(Image("sweep_%s.png" % sweep_id, png, "sweep %s" % sweep_id))
+            blocks.append(Image(name, png, "sweep %s" % sweep_id))
         sections.append(Section(title, blocks, anchor="sweep-%s" % sweep_id))
     from bench import scaling_report
 

@@ -87,3 +87,32 @@ def test_csv_has_the_reports_rows(records, tmp_path):
     numpy = [r for r in rows if r["backend"] == "numpy" and r["processes"] == "5"][0]
     assert float(numpy["median_step_ms"]) > 0 and float(numpy["ci95_low_ms"]) <= float(
         numpy["median_step_ms"]) <= float(numpy["ci95_high_ms"])
+
+
+def test_images_drawn_in_parallel_are_the_sequential_ones_and_a_rewrite_draws_none(records,
+                                                                                  monkeypatch):
+    from bench import plot_cache, report_plots
+
+    drawn_here = []
+    group_plots = report_plots.group_plots
+    monkeypatch.setattr(report_plots, "group_plots",
+                        lambda group: drawn_here.append(1) or group_plots(group))
+    monkeypatch.setattr(plot_cache, "_usable_cores", lambda: 2)
+    parallel = plot_cache.PlotCache()
+    build_document(records, plots=parallel)
+    assert drawn_here == [], "a cold report draws its images in the forked children"
+
+    monkeypatch.setattr(plot_cache, "_usable_cores", lambda: 1)
+    sequential = plot_cache.PlotCache()
+    build_document(records, plots=sequential)
+    assert drawn_here, "one core: drawn here, one by one"
+    assert parallel.stored == sequential.stored and parallel.used == sequential.used
+    assert sum(len(images) for images in parallel.stored.values()) >= 10
+
+    def no_drawing(group):
+        raise AssertionError("an image whose data did not change was drawn again")
+    monkeypatch.setattr(report_plots, "group_plots", no_drawing)
+    monkeypatch.setattr(plot_cache, "_usable_cores", lambda: 2)
+    rewrite = plot_cache.PlotCache(stored=dict(parallel.stored))
+    build_document(records, plots=rewrite)
+    assert rewrite.used == parallel.used
