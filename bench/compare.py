@@ -57,8 +57,8 @@ from backends import registry
 from bench.console import printable
 from bench.document import Table, Text, blocks_markdown
 from bench.results import read_records
-from bench.selection import (CONFIG_KEYS, latest_rows, old_work_hashes, process_medians,
-                             record_work_hash)
+from bench.selection import (CONFIG_KEYS, cpu_isa, latest_rows, old_work_hashes,
+                             process_medians, record_work_hash)
 
 PAIR_KEY = CONFIG_KEYS + ("backend",)
 MIN_PREFIX = 4
@@ -209,7 +209,8 @@ def _hardware(record):
     container gets a new one every run), the OS build or the measured matmul peak."""
     m = record.get("machine") or {}
     gpus = "+".join(str(g.get("name")) for g in m.get("gpus") or []) or "no GPU"
-    return "%s, %s cores, %s, %s" % (m.get("cpu_model"), m.get("cores"), m.get("arch"), gpus)
+    return "%s, %s cores, %s, %s" % (", ".join(p for p in (m.get("cpu_model"), cpu_isa(m)) if p),
+                                     m.get("cores"), m.get("arch"), gpus)
 
 
 def _notes(ra, rb):

@@ -84,11 +84,24 @@ def old_work_hashes(records):
     return mapping
 
 
+def cpu_isa(machine):
+    """The widest vector instructions the CPU reports ("AVX-512 + bf16", "AVX2", ...; '' for
+    records without flags). Cloud VMs name different CPUs alike ("AMD EPYC" for an AVX2 part with
+    a 69 GFLOP/s float32 peak and an AVX-512 one with 238): the name alone must not group them."""
+    flags = set(machine.get("cpu_flags") or [])
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            extras = [x for f, x in (("avx512_bf16", "bf16"), ("amx_tile", "AMX")) if f in flags]
+            return " + ".join([name] + extras)
+    return ""
+
+
 def machine_label(record):
-    """Which machine a record was measured on: hostname, CPU model and cores."""
+    """Which machine a record was measured on: hostname, CPU model, its vector instructions and
+    cores."""
     m = record.get("machine") or {}
-    return "%s (%s, %s cores)" % (m.get("hostname") or "?", m.get("cpu_model") or "unknown CPU",
-                                  m.get("cores") or "?")
+    cpu = ", ".join(p for p in (m.get("cpu_model") or "unknown CPU", cpu_isa(m)) if p)
+    return "%s (%s, %s cores)" % (m.get("hostname") or "?", cpu, m.get("cores") or "?")
 
 
 def process_medians(records):

@@ -193,6 +193,11 @@ def test_different_machine_or_network_is_not_comparable(runs):
     table, _, _ = cmp.compare(a, other, include_noisy=True)
     assert set(table["mark"]) == {"x"}  # even the slowed backend: different machines never count
     assert all("different machine" in n for n in table["note"])
+    # the same CPU name on another VM with other vector units (AVX2 vs AVX-512) is another machine
+    for r in other:
+        r["machine"] = dict(b[0]["machine"], cpu_flags=["avx", "avx2", "fma"])
+    table, _, _ = cmp.compare(a, other, include_noisy=True)
+    assert set(table["mark"]) == {"x"} and all("AVX2" in n for n in table["note"]), table["note"]
     # another host name alone (a fresh CI container) is the same hardware: compared, and noted
     for r in other:
         r["machine"] = dict(b[0]["machine"], hostname="ci-container-2")

@@ -116,3 +116,16 @@ def test_images_drawn_in_parallel_are_the_sequential_ones_and_a_rewrite_draws_no
     rewrite = plot_cache.PlotCache(stored=dict(parallel.stored))
     build_document(records, plots=rewrite)
     assert rewrite.used == parallel.used
+
+
+def test_a_cpu_name_shared_by_different_vector_units_makes_two_machines():
+    from bench.selection import machine_label
+
+    def record(flags):
+        return {"machine": {"hostname": "vm", "cpu_model": "AMD EPYC", "cores": 2,
+                            "cpu_flags": flags}}
+    avx2 = machine_label(record(["avx", "avx2", "fma", "sse4_2"]))
+    avx512 = machine_label(record(["avx", "avx2", "avx512_bf16", "avx512f", "fma"]))
+    assert avx2 == "vm (AMD EPYC, AVX2, 2 cores)"
+    assert avx512 == "vm (AMD EPYC, AVX-512 + bf16, 2 cores)"
+    assert machine_label(record([])) == "vm (AMD EPYC, 2 cores)"  # records without flags
