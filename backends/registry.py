@@ -25,6 +25,9 @@ class Backend(NamedTuple):
     # the conformance cases it runs, by label prefix (tests/conformance.py); () = all. For
     # backends that compile each case's model for tens of seconds (torch.compile on 2 cores)
     conformance: Tuple[str, ...] = ()
+    # the tuned track: the idiomatic backend this one applies its framework's performance guide
+    # to (the report sets them side by side); "" for an idiomatic backend
+    tunes: str = ""
 
 
 TF_HINT = "tox -e tf --notest (tensorflow-cpu==2.21.0, keras==3.15.1, jax, torch; see tox.ini)"
@@ -45,7 +48,8 @@ BACKENDS = {
         install_hint="pip install 'convbench[torch]' (torch==2.13.0) and a C++ compiler (g++)",
         description="the torch backend with the CPU tuning guide applied: channels_last memory "
                     "format + torch.compile (inductor)",
-        conformance=("seed_convnet-", "mlp-float32", "torch_bn-float32", "bf16 seed_convnet")),
+        conformance=("seed_convnet-", "mlp-float32", "torch_bn-float32", "bf16 seed_convnet"),
+        tunes="torch"),
     "cntk": Backend(
         name="cntk", target="backends.cntk_backend:CntkAdapter", framework="CNTK",
         requires=("cntk",), env="cntk",
@@ -65,7 +69,7 @@ BACKENDS = {
         requires=("tensorflow",), env="tf",
         install_hint=TF_HINT,
         description="the tf backend's step in tf.function(jit_compile=True), compiled by XLA",
-        worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),)),
+        worker_env=(("TF_CPP_MIN_LOG_LEVEL", "2"),), tunes="tf"),
     "keras": Backend(
         name="keras", target="backends.keras_backend:KerasAdapter", framework="Keras 3 (TensorFlow)",
         requires=("keras", "tensorflow"), env="tf",
@@ -82,7 +86,8 @@ BACKENDS = {
         # what XLA's whole-step compilation could change: the default net in both dtypes and
         # every optimizer, batchnorm, the max-norm constraint inside the step, bf16. The layers
         # themselves are the keras backend's, which runs every case
-        conformance=("seed_convnet-", "torch_bn-", "maxnorm_cnn-", "bf16 ")),
+        conformance=("seed_convnet-", "torch_bn-", "maxnorm_cnn-", "bf16 "),
+        tunes="keras"),
     "keras-torch": Backend(
         name="keras-torch", target="backends.keras_backend:KerasTorchAdapter",
         framework="Keras 3 (PyTorch)", requires=("keras", "torch"), env="tf",

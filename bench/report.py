@@ -5,7 +5,9 @@ step-time distributions, per-step training loss overlaid, test accuracy against 
 peak memory. Statistics come from the raw step samples in the records (warm-up excluded).
 Rendered through bench/document.py, which escapes every string from a record in the HTML.
 """
+import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ import pandas as pd
 from backends.base import TrainConfig
 from bench import palette, report_plots, verdict
 from bench.methodology import METHODOLOGY
+from bench.overhead import FILE_NAME as overhead_file, describe as overhead_text
 from bench.document import (Bullets, Document, Grid, Image, Links, Preformatted, Section, Swatches,
                             Table, Text, to_html, to_markdown)
 from bench.plot_cache import PlotCache
@@ -314,13 +317,14 @@ def _group_inputs(prefix, group):
                        for _, row in ok.iterrows()]
 
 
-def build_document(records, microbench_dir=None, extra_links=(), plots=None):
+def build_document(records, microbench_dir=None, extra_links=(), plots=None, overhead=None):
     """The report as a document (bench/document.py): a summary (a verdict per configuration,
     speed at a glance), a section per configuration group, one per sweep, the micro-benchmarks
     (from the pytest-benchmark JSON files in microbench_dir, when it exists), the machine and the
     methodology. extra_links: (label, relative path) of files kept beside the report. plots: a
     bench/plot_cache.PlotCache holding an earlier report's images (only images whose data changed
-    are drawn)."""
+    are drawn). overhead: a kept harness-overhead measurement (bench/overhead.py), quoted in the
+    methodology."""
     plots = plots or PlotCache()
     df = latest_rows(records)
     intro = [Text("Generated from %d record(s); the newest session per backend and configuration "
@@ -334,6 +338,10 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None):
                    + [_group_job(i, group) for i, (_, group) in groups]
                    + [_sweep_job(sweep_id, rows) for sweep_id, rows in sweeps.items()])
     sections = [_summary_section(groups, plots)] if groups else []
+    from bench import target_report
+
+    to_target = target_report.section(records)  # the time-to-accuracy track's headline
+    sections += [to_target] if to_target else []
     toc = {}  # anchor -> a short label for the contents
     for i, (key, group) in groups:
         blocks = [Text(_provenance(group), css="provenance"), Table(_display_table(group))]
@@ -355,7 +363,10 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None):
         if png:
             blocks.append(Image(name, png, "sweep %s" % sweep_id))
         sections.append(Section(title, blocks, anchor="sweep-%s" % sweep_id))
-    from bench import scaling_report
+    from bench import scaling_report, variants_report
+
+    variants = variants_report.section(df) if not df.empty else None
+    sections += [variants] if variants else []
 
     where = scaling_report.section(records, report_plots.png)
     sections += [where._replace(anchor="where-the-time-goes")] if where else []
@@ -366,7 +377,10 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None):
         sections += [micro._replace(anchor="micro-benchmarks")] if micro else []
     if records:
         sections += _machine_sections(records)
-    sections.append(Section("Methodology", [Preformatted(METHODOLOGY)], anchor="methodology"))
+    method = [Preformatted(METHODOLOGY)]
+    if overhead:
+        method.append(Text("**Harness overhead.** " + overhead_text(overhead, df)))
+    sections.append(Section("Methodology", method, anchor="methodology"))
     contents = [(toc.get(s.anchor) or (s.title if len(s.title) < 60 else s.title[:57] + "..."),
                  "#" + s.anchor) for s in sections if s.anchor]
     intro.append(Links(contents, lead="Contents: "))
@@ -388,9 +402,27 @@ def build_report(records, microbench_dir=None, plots=None, out_dir=None):
     report goes, for links to the COMPANIONS found there."""
     links = [(label, name) for label, name in COMPANIONS
              if out_dir and os.path.isfile(os.path.join(out_dir, name))]
-    doc = build_document(records, microbench_dir, links, plots)
+    doc = build_document(records, microbench_dir, links, plots, _kept_overhead(out_dir))
     md, pngs = to_markdown(doc)
     return md, to_html(doc), pngs
+
+
+def _kept_overhead(out_dir):
+    """The harness-overhead measurement kept beside the report (bench/overhead.py), or None."""
+    path = os.path.join(out_dir, overhead_file) if out_dir else None
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as fh:
+            measured = json.load(fh)
+        float(measured["cpu_per_step_us"]), float(measured["per_step_us"])
+        int(measured["batch_size"]), str(measured["time"])
+        return measured
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print("convbench: warning: %s is not a harness-overhead measurement (%s); the report "
+              "leaves it out (remake it: python -m bench.overhead --json %s)"
+              % (path, e, path), file=sys.stderr)
+        return None
 
 
 def _speed_target(group):

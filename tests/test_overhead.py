@@ -17,3 +17,36 @@ def test_null_adapter_is_an_adapter():
     a = NullAdapter(None, None)
     a.build()
     assert a.train_step(None, None) == 0.0 and a.predict([0, 0]).shape == (2, 10)
+
+
+def _reference():
+    import os
+    from bench.paths import REPO
+    from bench.results import read_records
+    return read_records(os.path.join(REPO, "results", "reference", "runs.jsonl"))
+
+
+def test_a_kept_measurement_is_quoted_against_the_fastest_step_of_its_machine(tmp_path, capsys):
+    import json
+    from bench.report import build_report
+    from bench.selection import latest_rows, machine_label
+
+    records = _reference()
+    newest = max(records, key=lambda r: r["time"])
+    kept = {"cpu_per_step_us": 150.0, "per_step_us": 400.0, "all_us": [400.0, 410.0, 420.0],
+            "steps": 400, "batch_size": 128, "machine": newest["machine"],
+            "time": "2026-12-02T12:00:00+00:00"}
+    (tmp_path / "overhead.json").write_text(json.dumps(kept))
+    md = build_report(records, out_dir=str(tmp_path))[0]
+    line = [l for l in md.splitlines() if l.startswith("**Harness overhead.**")]
+    rows = latest_rows(records)
+    same = rows[(rows.machine == machine_label(newest)) & (rows.batch_size == 128)]
+    fastest = same.median_ms.min()
+    assert len(line) == 1 and "150 us CPU per step at batch 128 (400 us wall" in line[0], line
+    assert "%.1f%% of the fastest step here" % (100 * 0.4 / fastest) in line[0], line
+
+    (tmp_path / "overhead.json").write_text('{"per_step_us": "fast"}')
+    md = build_report(records, out_dir=str(tmp_path))[0]
+    assert "Harness overhead" not in md
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a harness-overhead measurement" in err, err

@@ -129,3 +129,70 @@ def test_a_cpu_name_shared_by_different_vector_units_makes_two_machines():
     assert avx2 == "vm (AMD EPYC, AVX2, 2 cores)"
     assert avx512 == "vm (AMD EPYC, AVX-512 + bf16, 2 cores)"
     assert machine_label(record([])) == "vm (AMD EPYC, 2 cores)"  # records without flags
+
+
+def _twin(records, backend, scale, **config):
+    """Copies of `backend`'s newest session on the newest machine, its steps times `scale`: a
+    made-up variant whose speed-up is known."""
+    import copy
+    from bench import metrics
+    newest = max((r for r in records if r["backend"] == backend), key=lambda r: r["time"])
+    out = []
+    for r in records:
+        if r["session_id"] == newest["session_id"] and r["backend"] == backend:
+            r = copy.deepcopy(r)
+            r["config"].update(config)
+            r["timing"]["step_ns"] = [int(ns * scale) for ns in r["timing"]["step_ns"]]
+            r["summary"] = metrics.summarize(r)
+            out.append(r)
+    return out
+
+
+def test_tuned_and_bf16_rows_sit_beside_their_base_with_the_speed_up(records):
+    from bench import variants_report
+
+    mine = [r for r in records if r["backend"] not in ("torch-tuned",)
+            and (r.get("config") or {}).get("precision", "full") == "full"]
+    tuned = [dict(r, backend="torch-tuned") for r in _twin(mine, "torch", 0.5)]
+    bf16 = _twin(mine, "torch", 1.0 / 3, precision="bf16")
+    frame = variants_report.table(latest_rows(mine + tuned + bf16))
+    got = dict(((k, a, b), (s, sig)) for k, a, b, s, sig in zip(
+        frame["kind"], frame["A"], frame["B"], frame["speed-up A/B"], frame["significant"]))
+    assert got[("tuned", "torch", "torch-tuned")] == ("2.00x", "yes, faster"), got
+    assert got[("bf16", "torch", "torch bf16")] == ("3.00x", "yes, faster"), got
+    # a tuned backend pairs with its own base only, a bf16 row with the same backend in float32
+    assert ("tuned", "numpy", "torch-tuned") not in got and ("bf16", "numpy", "torch bf16") not in got
+    document = build_document(mine + tuned + bf16)
+    assert "tuned-and-bf16" in [s.anchor for s in document.sections]
+
+
+def test_time_to_accuracy_counts_a_seed_that_never_reached_it_as_not_reached(records):
+    import copy
+    from bench import target_report
+
+    base = max((r for r in records if r["backend"] == "numpy" and r.get("role") == "train"),
+               key=lambda r: r["time"])
+
+    def run(backend, seed, train_s, status="ok"):
+        r = copy.deepcopy(base)
+        r.update(backend=backend, session_id="s-" + backend, status=status,
+                 reason=None if status == "ok" else "momentum with the 'cosine' schedule: ...")
+        r["config"].update(seed=seed, target_accuracy=0.99, schedule="cosine", epochs=6)
+        r["target"] = {"accuracy": 0.99, "status": "reached" if train_s else "not_reached",
+                       "train_s": train_s, "steps": 900 if train_s else None,
+                       "epoch": 1.92 if train_s else None, "evaluations": 8, "eval_s": 3.0}
+        return r
+    target = [run("numpy", 0, 60.0), run("numpy", 1, 80.0), run("numpy", 2, 70.0),
+              run("torch", 0, 20.0), run("torch", 1, None), run("torch", 2, 30.0),
+              run("keras", 0, None, status="unsupported")]
+    (title, frame), = target_report.tables(records + target)
+    assert title.startswith("seed_convnet to 99% on ") and "cosine schedule" in title
+    rows = frame.set_index("backend")
+    assert list(frame.backend) == ["numpy", "torch", "keras"]  # all seeds reached first
+    assert rows.loc["numpy", "reached"] == "3 of 3" and rows.loc["torch", "reached"] == "2 of 3"
+    assert rows.loc["numpy", "time to 99% s (median)"] == "70.0"
+    assert rows.loc["numpy", "range s"] == "60.0-80.0"
+    assert rows.loc["torch", "time to 99% s (median)"] == "25.0"  # the two that reached it
+    assert rows.loc["keras", "reached"] == "0 of 1" and "unsupported: momentum" in rows.loc[
+        "keras", "status"]
+    assert "time-to-accuracy" in [s.anchor for s in build_document(records + target).sections]
