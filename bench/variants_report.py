@@ -53,7 +53,7 @@ def pairs(df):
             out.append(("bf16", index[where + ("full", backend)], row))
     order = {"tuned": 0, "bf16": 1}
     return sorted(out, key=lambda p: (p[1].machine, order[p[0]], p[1].model, p[1].batch_size,
-                                      p[1].mode, p[2].backend))
+                                      p[1]["mode"], p[2].backend))
 
 
 def _side(kind, row):
@@ -71,7 +71,7 @@ def table(df):
         ratio, p, mark = judge(a.proc_medians, b.proc_medians)
         rows.append({
             "kind": kind, "model": a.model,
-            "config": "batch %s, %s mode, %s thread(s)" % (a.batch_size, a.mode, a.threads),
+            "config": "batch %s, %s mode, %s thread(s)" % (a.batch_size, a["mode"], a.threads),
             "A": _side(kind, a), "B": _side(kind, b),
             "A ms": _fmt(a.median_ms), "B ms": _fmt(b.median_ms),
             "speed-up A/B": _fmt(1.0 / ratio, "%.2fx"),

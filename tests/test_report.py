@@ -132,19 +132,24 @@ def test_a_cpu_name_shared_by_different_vector_units_makes_two_machines():
 
 
 def _twin(records, backend, scale, **config):
-    """Copies of `backend`'s newest session on the newest machine, its steps times `scale`: a
-    made-up variant whose speed-up is known."""
+    """Copies of `backend`'s newest session, its steps times `scale` and its config updated by
+    `config`: a made-up variant whose speed-up is known."""
     import copy
-    from bench import metrics
+    from bench import jobs, metrics
     newest = max((r for r in records if r["backend"] == backend), key=lambda r: r["time"])
+    session = [r for r in records
+               if r["session_id"] == newest["session_id"] and r["backend"] == backend]
+    train = [r for r in session if r.get("role") == "train"][0]
+    # another configuration is other work: its own hash, which the timing processes share
+    work = jobs.work_hash(train["spec_hash"], dict(train["config"], **config))
     out = []
-    for r in records:
-        if r["session_id"] == newest["session_id"] and r["backend"] == backend:
-            r = copy.deepcopy(r)
-            r["config"].update(config)
-            r["timing"]["step_ns"] = [int(ns * scale) for ns in r["timing"]["step_ns"]]
-            r["summary"] = metrics.summarize(r)
-            out.append(r)
+    for r in session:
+        r = copy.deepcopy(r)
+        r["config"].update(config)
+        r["work_hash"] = work
+        r["timing"]["step_ns"] = [int(ns * scale) for ns in r["timing"]["step_ns"]]
+        r["summary"] = metrics.summarize(r)
+        out.append(r)
     return out
 
 
