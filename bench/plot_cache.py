@@ -68,12 +68,18 @@ class PlotCache(object):
         processes = min(len(todo), processes or _usable_cores())
         if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
             return
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
         global _PENDING
         _PENDING = list(todo.values())
         try:
             _preload_matplotlib()  # once, here: each child inherits it instead of importing it
-            with multiprocessing.get_context("fork").Pool(processes) as pool:
-                drawn = pool.map(_draw_pending, range(len(_PENDING)), chunksize=1)
+            # an executor, not a Pool: a child killed mid-drawing breaks it instead of hanging it
+            with ProcessPoolExecutor(processes, multiprocessing.get_context("fork")) as pool:
+                drawn = list(pool.map(_draw_pending, range(len(_PENDING))))
+        except BrokenProcessPool:
+            return  # a child died (killed, out of memory): draw() draws them here instead
         finally:
             _PENDING = []
         for key, images in zip(todo, drawn):

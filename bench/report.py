@@ -78,12 +78,30 @@ def _status_mark(status, injected, noise=""):
         " (%s)" % noise if noise else "")
 
 
-def _group_title(key, config):
-    """The configuration in words; what the suite's defaults leave out is named when set."""
+def _recipe_words(config):
+    """What sets a group's recipe apart beyond the grouping keys, in words: a target, a
+    schedule, mixed precision (the summary's short titles and the section titles both say it)."""
+    words = []
+    if config.get("target_accuracy"):
+        words.append("to %g%%" % (100 * config["target_accuracy"]))
+    if config.get("schedule", "constant") != "constant":
+        words.append("%s schedule" % config["schedule"])
+    if config.get("precision", "full") != "full":
+        words.append("%s mixed precision" % config["precision"])
+    return words
+
+
+def _group_title(key, config, seeds=None):
+    """The configuration in words; what the suite's defaults leave out is named when set. seeds:
+    the seeds pooled in the group (several: `--seeds`)."""
     machine, model, device, batch, opt, dtype, threads, mode, _ = key
     default = TrainConfig()
     extra = ["lr %g" % config.get("lr", default.lr),
              "%s epoch(s)" % config.get("epochs", default.epochs)]
+    extra += [w for w in _recipe_words(config) if "precision" not in w]
+    if seeds and len(seeds) > 1:
+        extra.append("seeds %s" % ", ".join(str(s) for s in seeds))
+        config = dict(config, seed=default.seed)  # named once, above
     for name, words in (("limit_train", "%s training examples"), ("limit_test", "%s test examples"),
                         ("seed", "seed %s"), ("warmup_steps", "%s warm-up steps"),
                         ("momentum", "momentum %s")):
@@ -296,7 +314,9 @@ def _summary_section(groups, plots):
 
 def _short_title(key, group):
     machine, model, device, batch, opt, dtype, threads, mode, _ = key
-    return "%s, batch %s, %s, %s, %s mode, %s thread(s)" % (model, batch, opt, dtype, mode, threads)
+    config = group._record.iloc[0].get("config") or {}
+    return ", ".join(["%s, batch %s, %s, %s, %s mode, %s thread(s)" % (
+        model, batch, opt, dtype, mode, threads)] + _recipe_words(config))
 
 
 def _palette_block(df):
@@ -352,7 +372,8 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None, ove
         images = plots.draw(*_group_job(i, group))
         blocks.append(Grid([Image(name, png, name[len(prefix):-4]) for name, png in images.items()]))
         config = group._record.iloc[0].get("config") or {}
-        sections.append(Section(_group_title(key, config), blocks, anchor=_anchor(i)))
+        seeds = sorted(set().union(*group.seeds)) if "seeds" in group else None
+        sections.append(Section(_group_title(key, config, seeds), blocks, anchor=_anchor(i)))
         toc[_anchor(i)] = "%s (%s)" % (_short_title(key, group), key[0].split(" (")[0])
     for sweep_id, rows in sweeps.items():
         title = "Sweep %s: %s on %s" % (sweep_id, ", ".join(sorted(rows.model.unique())),

@@ -18,6 +18,18 @@ def _peak(records, machine):
     return None
 
 
+def _peak_source(records, machine):
+    """Which library's GEMM set the machine's peak, in words."""
+    from bench.selection import machine_label
+
+    for r in reversed(records):
+        if machine_label(r) == machine:
+            m = (r.get("machine") or {}).get("matmul_peak") or {}
+            if m.get("library"):
+                return "%s, %.1f GFLOP/s" % (m["library"], m.get("gflops") or 0)
+    return "no library named"
+
+
 def fits(records):
     """{(machine, backend, precision): (fit dict, (flops, step_s, models))}; cells whose backend
     has fewer than two distinct FLOP counts are left out."""
@@ -59,6 +71,14 @@ def section(records, figure_png):
                                                         if f["crossover_flops"] else "")})
         blocks.append(Text("%s (matmul peak %s GFLOP/s)" % (machine, "%.1f" % peak if peak else "?")))
         blocks.append(Table(pd.DataFrame(rows)))
+        above = sorted(_label(k[1], k[2]) for k, (f, _) in mine.items()
+                       if peak and f["gflops"] and f["gflops"] > peak)
+        if above:
+            blocks.append(Text(
+                "Above 100%% of peak (%s): these frameworks' own kernels outrun the best float32 "
+                "GEMM the suite measured on this machine (%s), so that peak is a lower bound "
+                "here, not the CPU's limit; the machine section names each library's figure and "
+                "its math-kernel settings." % (", ".join(above), _peak_source(records, machine))))
         by_label = dict((_label(k[1], k[2]), v[0]) for k, v in mine.items())
         cross = scaling.crossings(by_label)
         blocks.append(Bullets(["%s and %s swap places at %.1f MFLOP per step" % (a, b, at / 1e6)

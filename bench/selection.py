@@ -45,6 +45,7 @@ def _flatten(record, old_hashes=None):
         "other_cores": (record.get("load") or {}).get("other_cores"),
         "model": record.get("model"), "device": record.get("device"),
         "batch_size": c.get("batch_size"), "optimizer": c.get("optimizer"), "dtype": c.get("dtype"),
+        "seed": c.get("seed"),
         "threads": record.get("threads"), "mode": c.get("mode", "step"),
         "backend": registry.canonical(record.get("backend")), "framework": record.get("framework"),
         "version": env.get("framework_version", ""), "status": record.get("status"),
@@ -134,6 +135,7 @@ def pooled_row(rows):
     # a dict, not a Series: setting a new key on a Series copies it (a thousand records, slowly)
     row = source.sort_values("time").iloc[-1].to_dict()
     row["n_runs"] = len(train)
+    row["seeds"] = sorted(int(v) for v in set(train.seed.dropna()))  # several with --seeds
     row["noise"] = noise_note(rows)
     medians = process_medians(ok._record)
     row["n_proc"] = len(medians)

@@ -56,8 +56,20 @@ def pairs(df):
                                       p[1]["mode"], p[2].backend))
 
 
-def _side(kind, row):
-    return row.backend + (" bf16" if kind == "bf16" and row.precision == "bf16" else "")
+def _side(row):
+    return row.backend + (" bf16" if row.precision == "bf16" else "")
+
+
+def _config(row):
+    """The pair's configuration in words, its recipe included (a time-to-accuracy run's steps
+    are timed too, over fewer processes)."""
+    c = row._record.get("config") or {}
+    words = ["batch %s, %s mode, %s thread(s)" % (row.batch_size, row["mode"], row.threads)]
+    if c.get("target_accuracy"):
+        words.append("to %g%%" % (100 * c["target_accuracy"]))
+    if c.get("schedule", "constant") != "constant":
+        words.append("%s schedule" % c["schedule"])
+    return ", ".join(words)
 
 
 def _fmt(value, text="%.2f"):
@@ -71,8 +83,7 @@ def table(df):
         ratio, p, mark = judge(a.proc_medians, b.proc_medians)
         rows.append({
             "kind": kind, "model": a.model,
-            "config": "batch %s, %s mode, %s thread(s)" % (a.batch_size, a["mode"], a.threads),
-            "A": _side(kind, a), "B": _side(kind, b),
+            "config": _config(a), "A": _side(a), "B": _side(b),
             "A ms": _fmt(a.median_ms), "B ms": _fmt(b.median_ms),
             "speed-up A/B": _fmt(1.0 / ratio, "%.2fx"),
             "significant": {"-": "yes, faster", "+": "yes, slower"}.get(mark, "no"),

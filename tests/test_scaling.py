@@ -90,6 +90,16 @@ def test_sweep_with_width_and_resolution_end_to_end(tmp_path):
         assert f["points"] == 4 and len(set(pts[0])) == 4
     report = (tmp_path / "report.md").read_text()
     assert "Where the time goes" in report and "overhead per step (ms)" in report
+    # a backend fitted above the machine's measured GEMM peak: the report says the peak is a
+    # lower bound, and whose GEMM set it
+    from bench.document import Text
+    from bench.report_plots import png
+    from bench.scaling_report import section
+    for r in records:
+        r["machine"].update(matmul_peak_gflops=1e-3, matmul_peak={"library": "lib X", "gflops": 1e-3})
+    texts = [b.text for b in section(records, png).blocks if isinstance(b, Text)]
+    assert any(t.startswith("Above 100% of peak (numpy, torch)") and "lib X" in t
+               for t in texts), texts
 
 
 def test_sweep_refuses_a_resolution_mnist_cannot_feed(tmp_path):
