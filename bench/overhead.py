@@ -77,6 +77,21 @@ def measure(batch_size=128, steps=400, dtype="float32", data_dir=None, repeats=3
 FILE_NAME = "overhead.json"
 
 
+def load(path):
+    """A kept measurement (main's --json), checked for what describe() reads; ValueError when the
+    file is not one."""
+    with open(path) as fh:
+        measured = json.load(fh)
+    try:
+        for key in ("cpu_per_step_us", "per_step_us"):
+            float(measured[key])
+        int(measured["batch_size"]), int(measured["steps"]), len(measured["all_us"])
+        measured["time"][:16], measured["machine"].get("cpu_model")
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError("missing or malformed %s" % e)
+    return measured
+
+
 def describe(measured, rows):
     """The methodology's sentence for a kept measurement: its figure and, against `rows` (the
     report's pooled rows: machine, batch_size, median_ms, backend, model), its share of the fastest

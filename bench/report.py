@@ -5,7 +5,6 @@ step-time distributions, per-step training loss overlaid, test accuracy against 
 peak memory. Statistics come from the raw step samples in the records (warm-up excluded).
 Rendered through bench/document.py, which escapes every string from a record in the HTML.
 """
-import json
 import os
 import sys
 
@@ -15,11 +14,12 @@ import pandas as pd
 from backends.base import TrainConfig
 from bench import palette, report_plots, verdict
 from bench.methodology import METHODOLOGY
-from bench.overhead import FILE_NAME as overhead_file, describe as overhead_text
+from bench import overhead as harness_overhead
 from bench.document import (Bullets, Document, Grid, Image, Links, Preformatted, Section, Swatches,
                             Table, Text, to_html, to_markdown)
 from bench.plot_cache import PlotCache
-from bench.selection import GROUP_KEYS, latest_rows, machine_label, pooled_row, records_frame
+from bench.selection import (GROUP_KEYS, latest_rows, machine_label, pooled_row, records_frame,
+                             recipe_words)
 
 
 def _fmt(value, digits=2):
@@ -78,19 +78,6 @@ def _status_mark(status, injected, noise=""):
         " (%s)" % noise if noise else "")
 
 
-def _recipe_words(config):
-    """What sets a group's recipe apart beyond the grouping keys, in words: a target, a
-    schedule, mixed precision (the summary's short titles and the section titles both say it)."""
-    words = []
-    if config.get("target_accuracy"):
-        words.append("to %g%%" % (100 * config["target_accuracy"]))
-    if config.get("schedule", "constant") != "constant":
-        words.append("%s schedule" % config["schedule"])
-    if config.get("precision", "full") != "full":
-        words.append("%s mixed precision" % config["precision"])
-    return words
-
-
 def _group_title(key, config, seeds=None):
     """The configuration in words; what the suite's defaults leave out is named when set. seeds:
     the seeds pooled in the group (several: `--seeds`)."""
@@ -98,7 +85,7 @@ def _group_title(key, config, seeds=None):
     default = TrainConfig()
     extra = ["lr %g" % config.get("lr", default.lr),
              "%s epoch(s)" % config.get("epochs", default.epochs)]
-    extra += [w for w in _recipe_words(config) if "precision" not in w]
+    extra += [w for w in recipe_words(config) if "precision" not in w]
     if seeds and len(seeds) > 1:
         extra.append("seeds %s" % ", ".join(str(s) for s in seeds))
         config = dict(config, seed=default.seed)  # named once, above
@@ -316,7 +303,7 @@ def _short_title(key, group):
     machine, model, device, batch, opt, dtype, threads, mode, _ = key
     config = group._record.iloc[0].get("config") or {}
     return ", ".join(["%s, batch %s, %s, %s, %s mode, %s thread(s)" % (
-        model, batch, opt, dtype, mode, threads)] + _recipe_words(config))
+        model, batch, opt, dtype, mode, threads)] + recipe_words(config))
 
 
 def _palette_block(df):
@@ -357,9 +344,9 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None, ove
     plots.prefetch([_overview_job(i, mine) for i, (_, mine) in enumerate(_machines(groups))]
                    + [_group_job(i, group) for i, (_, group) in groups]
                    + [_sweep_job(sweep_id, rows) for sweep_id, rows in sweeps.items()])
-    sections = [_summary_section(groups, plots)] if groups else []
-    from bench import target_report
+    from bench import scaling_report, target_report, variants_report
 
+    sections = [_summary_section(groups, plots)] if groups else []
     to_target = target_report.section(records)  # the time-to-accuracy track's headline
     sections += [to_target] if to_target else []
     toc = {}  # anchor -> a short label for the contents
@@ -370,7 +357,10 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None, ove
             blocks.append(Text(ratio, css="target"))
         prefix = "g%d_" % i
         images = plots.draw(*_group_job(i, group))
-        blocks.append(Grid([Image(name, png, name[len(prefix):-4]) for name, png in images.items()]))
+        # the plots' own order, whether drawn now or read back from the cache (sorted by name)
+        kinds = [kind for kind, _ in report_plots.GROUP_PLOTS]
+        shown = sorted(images.items(), key=lambda item: kinds.index(item[0][len(prefix):-4]))
+        blocks.append(Grid([Image(name, png, name[len(prefix):-4]) for name, png in shown]))
         config = group._record.iloc[0].get("config") or {}
         seeds = sorted(set().union(*group.seeds)) if "seeds" in group else None
         sections.append(Section(_group_title(key, config, seeds), blocks, anchor=_anchor(i)))
@@ -384,8 +374,6 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None, ove
         if png:
             blocks.append(Image(name, png, "sweep %s" % sweep_id))
         sections.append(Section(title, blocks, anchor="sweep-%s" % sweep_id))
-    from bench import scaling_report, variants_report
-
     variants = variants_report.section(df) if not df.empty else None
     sections += [variants] if variants else []
 
@@ -400,7 +388,7 @@ def build_document(records, microbench_dir=None, extra_links=(), plots=None, ove
         sections += _machine_sections(records)
     method = [Preformatted(METHODOLOGY)]
     if overhead:
-        method.append(Text("**Harness overhead.** " + overhead_text(overhead, df)))
+        method.append(Text("**Harness overhead.** " + harness_overhead.describe(overhead, df)))
     sections.append(Section("Methodology", method, anchor="methodology"))
     contents = [(toc.get(s.anchor) or (s.title if len(s.title) < 60 else s.title[:57] + "..."),
                  "#" + s.anchor) for s in sections if s.anchor]
@@ -430,16 +418,12 @@ def build_report(records, microbench_dir=None, plots=None, out_dir=None):
 
 def _kept_overhead(out_dir):
     """The harness-overhead measurement kept beside the report (bench/overhead.py), or None."""
-    path = os.path.join(out_dir, overhead_file) if out_dir else None
+    path = os.path.join(out_dir, harness_overhead.FILE_NAME) if out_dir else None
     if not path or not os.path.isfile(path):
         return None
     try:
-        with open(path) as fh:
-            measured = json.load(fh)
-        float(measured["cpu_per_step_us"]), float(measured["per_step_us"])
-        int(measured["batch_size"]), str(measured["time"])
-        return measured
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return harness_overhead.load(path)
+    except (OSError, ValueError) as e:
         print("convbench: warning: %s is not a harness-overhead measurement (%s); the report "
               "leaves it out (remake it: python -m bench.overhead --json %s)"
               % (path, e, path), file=sys.stderr)

@@ -8,26 +8,17 @@ from bench.document import Bullets, Image, Section, Table, Text
 
 
 def _peak(records, machine):
+    """(the machine's float32 GEMM peak, GFLOP/s, and which library's GEMM set it), from its newest
+    record that has one; (None, '') without."""
     from bench.selection import machine_label
 
     for r in reversed(records):
         if machine_label(r) == machine:
-            peak = (r.get("machine") or {}).get("matmul_peak_gflops")
-            if peak:
-                return float(peak)
-    return None
-
-
-def _peak_source(records, machine):
-    """Which library's GEMM set the machine's peak, in words."""
-    from bench.selection import machine_label
-
-    for r in reversed(records):
-        if machine_label(r) == machine:
-            m = (r.get("machine") or {}).get("matmul_peak") or {}
-            if m.get("library"):
-                return "%s, %.1f GFLOP/s" % (m["library"], m.get("gflops") or 0)
-    return "no library named"
+            m = r.get("machine") or {}
+            if m.get("matmul_peak_gflops"):
+                return (float(m["matmul_peak_gflops"]),
+                        (m.get("matmul_peak") or {}).get("library") or "no library named")
+    return None, ""
 
 
 def fits(records):
@@ -57,7 +48,7 @@ def section(records, figure_png):
                    "well one line explains the cells.")]
     for index, machine in enumerate(sorted({k[0] for k in found})):
         mine = dict((k, v) for k, v in found.items() if k[0] == machine)
-        peak = _peak(records, machine)
+        peak, library = _peak(records, machine)
         rows = []
         for (_, backend, precision), (f, pts) in sorted(mine.items()):
             rows.append({
@@ -78,7 +69,7 @@ def section(records, figure_png):
                 "Above 100%% of peak (%s): these frameworks' own kernels outrun the best float32 "
                 "GEMM the suite measured on this machine (%s), so that peak is a lower bound "
                 "here, not the CPU's limit; the machine section names each library's figure and "
-                "its math-kernel settings." % (", ".join(above), _peak_source(records, machine))))
+                "its math-kernel settings." % (", ".join(above), "%s, %.1f GFLOP/s" % (library, peak))))
         by_label = dict((_label(k[1], k[2]), v[0]) for k, v in mine.items())
         cross = scaling.crossings(by_label)
         blocks.append(Bullets(["%s and %s swap places at %.1f MFLOP per step" % (a, b, at / 1e6)

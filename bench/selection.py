@@ -45,7 +45,7 @@ def _flatten(record, old_hashes=None):
         "other_cores": (record.get("load") or {}).get("other_cores"),
         "model": record.get("model"), "device": record.get("device"),
         "batch_size": c.get("batch_size"), "optimizer": c.get("optimizer"), "dtype": c.get("dtype"),
-        "seed": c.get("seed"),
+        "seed": c.get("seed"), "precision": c.get("precision") or "full",
         "threads": record.get("threads"), "mode": c.get("mode", "step"),
         "backend": registry.canonical(record.get("backend")), "framework": record.get("framework"),
         "version": env.get("framework_version", ""), "status": record.get("status"),
@@ -83,6 +83,19 @@ def old_work_hashes(records):
             if current != r["work_hash"]:
                 mapping[r["work_hash"]] = current
     return mapping
+
+
+def recipe_words(config):
+    """What sets a configuration's recipe apart beyond the grouping keys, in words: a target, a
+    schedule, mixed precision (the report's titles and its tuned/bf16 table say it alike)."""
+    words = []
+    if config.get("target_accuracy"):
+        words.append("to %g%%" % (100 * config["target_accuracy"]))
+    if config.get("schedule", "constant") != "constant":
+        words.append("%s schedule" % config["schedule"])
+    if config.get("precision", "full") != "full":
+        words.append("%s mixed precision" % config["precision"])
+    return words
 
 
 def cpu_isa(machine):

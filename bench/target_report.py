@@ -14,18 +14,19 @@ from bench.document import Section, Table, Text
 from bench.selection import machine_label, record_work_hash
 
 
-def _target_runs(records):
-    """Training records of the target track, each backend's newest session per (machine, work)."""
-    runs = [r for r in records
-            if (r.get("config") or {}).get("target_accuracy") and r.get("role", "train") == "train"]
-    newest = {}
-    for r in runs:
-        key = (machine_label(r), record_work_hash(r), r.get("backend"))
-        if r.get("time", "") >= newest.get(key, ("", None))[0]:
-            newest[key] = (r.get("time", ""), r.get("session_id"))
-    return [r for r in runs
-            if newest[(machine_label(r), record_work_hash(r), r.get("backend"))][1]
-            == r.get("session_id")]
+def _target_groups(records):
+    """{(machine, model, work hash): {backend: [training records]}}: the target track, each
+    backend's newest session per machine and work."""
+    sessions = {}  # (machine, model, work, backend) -> {session id: [records]}
+    for r in records:
+        if (r.get("config") or {}).get("target_accuracy") and r.get("role", "train") == "train":
+            key = (machine_label(r), r.get("model"), record_work_hash(r), r.get("backend"))
+            sessions.setdefault(key, {}).setdefault(r.get("session_id"), []).append(r)
+    groups = {}
+    for (machine, model, work, backend), by_session in sessions.items():
+        newest = max(by_session.values(), key=lambda rs: max(r.get("time", "") for r in rs))
+        groups.setdefault((machine, model, work), {})[backend] = newest
+    return groups
 
 
 def _fmt(value, text="%.1f"):
@@ -58,12 +59,8 @@ def _row(backend, runs):
 def tables(records):
     """[(title, DataFrame)]: one table per machine, model and recipe of the target track; the
     backends that reached the target on every seed first, fastest first."""
-    groups = {}
-    for r in _target_runs(records):
-        key = (machine_label(r), r.get("model"), record_work_hash(r))
-        groups.setdefault(key, {}).setdefault(r.get("backend"), []).append(r)
     out = []
-    for (machine, model, _), by_backend in sorted(groups.items()):
+    for (machine, model, _), by_backend in sorted(_target_groups(records).items()):
         frame = pd.DataFrame([_row(b, sorted(rs, key=lambda r: r["config"].get("seed") or 0))
                               for b, rs in by_backend.items()])
         column = [c for c in frame.columns if c.startswith("time to ")][0]

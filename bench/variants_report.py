@@ -13,10 +13,7 @@ from backends import registry
 from bench.compare import judge
 from bench.document import Section, Table, Text
 from bench.jobs import work_hash
-
-
-def _precision(record):
-    return (record.get("config") or {}).get("precision") or "full"
+from bench.selection import recipe_words
 
 
 def _work_but_precision(record):
@@ -36,10 +33,7 @@ def _tunes(backend):
 def pairs(df):
     """[(kind, row A, row B)]: ("tuned", idiomatic, tuned) and ("bf16", float32, bf16), from the
     report's pooled rows (bench/selection.latest_rows) that are ok and timed."""
-    ok = df[(df.status == "ok") & df.median_ms.notna()].copy()
-    if ok.empty:
-        return []
-    ok["precision"] = [_precision(r) for r in ok._record]
+    ok = df[(df.status == "ok") & df.median_ms.notna()]
     index = {}
     for _, row in ok.iterrows():
         index[(row.machine, _work_but_precision(row._record), row.precision, row.backend)] = row
@@ -63,13 +57,9 @@ def _side(row):
 def _config(row):
     """The pair's configuration in words, its recipe included (a time-to-accuracy run's steps
     are timed too, over fewer processes)."""
-    c = row._record.get("config") or {}
-    words = ["batch %s, %s mode, %s thread(s)" % (row.batch_size, row["mode"], row.threads)]
-    if c.get("target_accuracy"):
-        words.append("to %g%%" % (100 * c["target_accuracy"]))
-    if c.get("schedule", "constant") != "constant":
-        words.append("%s schedule" % c["schedule"])
-    return ", ".join(words)
+    words = [w for w in recipe_words(row._record.get("config") or {}) if "precision" not in w]
+    return ", ".join(["batch %s, %s mode, %s thread(s)" % (row.batch_size, row["mode"],
+                                                          row.threads)] + words)
 
 
 def _fmt(value, text="%.2f"):
