@@ -126,8 +126,11 @@ def test_slowdown_of_one_backend_is_a_significant_regression(runs):
     row = table.set_index("backend").loc[SLOWED]
     assert row["ratio"] > 1.10 and row["p"] < 0.05 and row["mark"] == "+"
     assert only_a == only_b == []
-    # a looser threshold than the slowdown: significant but not past it, so no mark, exit 0
-    proc = compare(runs["a"], runs["b"], "--threshold", "2")
+    # a threshold above the measured ratio (sized from it: the made slowdown is 60% on paper, but
+    # fresh processes spread +-20%, and one CI run measured 2.04x): significant but not past the
+    # threshold, so no mark, exit 0
+    looser = "%.2f" % (row["ratio"] + 0.5)
+    proc = compare(runs["a"], runs["b"], "--threshold", looser)
     assert proc.returncode == 0 and marks(proc.stdout)[SLOWED] in ("", "~"), proc.stdout
     # swapped, the slowdown is an improvement, and improvements never fail the comparison
     proc = compare(runs["b"], runs["a"], "--markdown")
