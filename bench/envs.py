@@ -291,8 +291,24 @@ def tox_env_list():
 
 def main(argv=None):
     """`python -m bench.envs [ENV ...]`: build the named framework environments (default: every one
-    in tox.ini), each the way `convbench run` builds it on first use; exit 1 when one cannot be."""
-    names = list(sys.argv[1:] if argv is None else argv) or tox_env_list()
+    in tox.ini), each the way `convbench run` builds it on first use; exit 1 when one cannot be,
+    2 when a name is not an environment of tox.ini."""
+    import argparse
+
+    known = tox_env_list()
+    # the names go in a raw epilog, one per line: argparse re-wraps help text at any width
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.envs", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build the framework environments of tox.ini the way `convbench run` builds "
+                    "them on first use.",
+        epilog="environments:\n" + "\n".join("  " + name for name in known))
+    parser.add_argument("envs", nargs="*", metavar="ENV",
+                        help="environments to build (default: every one listed below)")
+    names = parser.parse_args(argv).envs or known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error("unknown environment %s; fix: name one of %s"
+                     % (", ".join(map(repr, unknown)), ", ".join(known)))
     failed = 0
     for env in names:
         try:

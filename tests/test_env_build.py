@@ -7,9 +7,13 @@ cntk, writes an `unavailable` record whose reason names the missing piece and th
 backend beside them, leaves the records already written alone, and exits 1.
 """
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from bench.envs import TOX_WORK_DIR, tox_env_list
 from repo_copy import copy_repo, run_in
 
 MISSING_PACKAGE = "convbench-no-such-framework"
@@ -77,3 +81,27 @@ def test_unbuildable_environments_give_unavailable_records_naming_what_is_missin
         # its one stderr line says the same
         said = [l for l in proc.stderr.splitlines() if l.startswith("  " + record["backend"] + " ")]
         assert len(said) == 1 and "UNAVAILABLE: could not build tox env" in said[0], proc.stderr
+
+
+def test_envs_command_reads_its_arguments_as_a_command_does():
+    """`python -m bench.envs --help` is help, not an environment named '--help'; an unknown name is
+    one line naming the environments there are, exit 2, and nothing is built."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def envs(*args):
+        return subprocess.run([sys.executable, "-m", "bench.envs"] + list(args), cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=120)
+
+    shown = envs("--help")
+    assert shown.returncode == 0, shown.stderr
+    assert "usage: python -m bench.envs" in shown.stdout
+    listed = shown.stdout.split("environments:\n", 1)[1].split()
+    assert listed == tox_env_list()
+
+    wrong = envs("no_such_env")
+    assert wrong.returncode == 2
+    last = wrong.stderr.strip().splitlines()[-1]
+    assert "unknown environment 'no_such_env'; fix: name one of " in last
+    assert "Traceback" not in wrong.stderr
+    assert not os.path.exists(os.path.join(TOX_WORK_DIR, "no_such_env"))
