@@ -117,6 +117,12 @@ def _wait_for_worker(proc, tag, path=None, lines=0, timeout=120):
     raise AssertionError("the worker never started")
 
 
+def _hangup_as_a_terminal_gives_it():
+    """SIGHUP at its default in the child: under nohup (a suite started with it) the child would
+    inherit SIG_IGN, which convbench keeps on purpose, and the SIGHUP case would wait out the hang."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, backends, status", [
     # SIGTERM: the first backend's record is complete when the second one's worker hangs
     (signal.SIGTERM, "numpy,numpy@base", 143),
@@ -133,7 +139,8 @@ def test_parent_signalled_while_the_worker_hangs(tmp_path, fault_ledger, baselin
     proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--backend", backends,
                              "--results", path, "--timeout", "120"] + SMALL, cwd=REPO,
                             env=_env("%s:hang_at_step=3" % hang, tag), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            preexec_fn=_hangup_as_a_terminal_gives_it)
     try:
         complete = len(backends.split(",")) - 1
         _wait_for_worker(proc, tag, path, lines=1 + complete)
