@@ -162,6 +162,33 @@ def test_parent_signalled_while_the_worker_hangs(tmp_path, fault_ledger, baselin
     account(fault_ledger, "parent %s, worker hung" % sig.name, path, before, expected_new=complete)
 
 
+def test_a_run_under_nohup_outlives_a_hangup(tmp_path):
+    """Started with SIGHUP ignored (nohup), convbench keeps ignoring it: a closing terminal does not
+    stop the run; SIGTERM still does, keeping the records."""
+    path = str(tmp_path / "runs.jsonl")
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--backend", "numpy",
+                             "--results", path, "--timeout", "120"] + SMALL, cwd=REPO,
+                            env=_env("numpy:hang_at_step=3", tag), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        _wait_for_worker(proc, tag)
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(2.0)
+        assert proc.poll() is None, "SIGHUP stopped a run started under nohup"
+        assert [p for p, cmd in tagged_processes(tag).items() if "bench.worker" in cmd]
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert _summary_line(err).startswith("convbench: interrupted by SIGTERM"), err
+    assert no_survivors(tag, within_s=5), "a worker outlived convbench"
+
+
 def test_worker_keeps_its_own_deadline_without_a_parent_watching(tmp_path):
     """The worker's deadline (--timeout + grace) holds even when no parent enforces it."""
     from backends import registry
