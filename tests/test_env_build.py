@@ -8,12 +8,11 @@ backend beside them, leaves the records already written alone, and exits 1.
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from bench.envs import TOX_WORK_DIR, tox_env_list
+from bench.paths import REPO
 from repo_copy import copy_repo, run_in
 
 MISSING_PACKAGE = "convbench-no-such-framework"
@@ -86,12 +85,8 @@ def test_unbuildable_environments_give_unavailable_records_naming_what_is_missin
 def test_envs_command_reads_its_arguments_as_a_command_does():
     """`python -m bench.envs --help` is help, not an environment named '--help'; an unknown name is
     one line naming the environments there are, exit 2, and nothing is built."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
     def envs(*args):
-        return subprocess.run([sys.executable, "-m", "bench.envs"] + list(args), cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=120)
+        return run_in(REPO, "-m", "bench.envs", *args, timeout=120)
 
     shown = envs("--help")
     assert shown.returncode == 0, shown.stderr

@@ -117,10 +117,16 @@ def _wait_for_worker(proc, tag, path=None, lines=0, timeout=120):
     raise AssertionError("the worker never started")
 
 
-def _hangup_as_a_terminal_gives_it():
-    """SIGHUP at its default in the child: under nohup (a suite started with it) the child would
-    inherit SIG_IGN, which convbench keeps on purpose, and the SIGHUP case would wait out the hang."""
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+def _start_hanging_run(path, backends, tag, sighup):
+    """`convbench run` whose last backend's worker hangs at step 3, with SIGHUP set to `sighup` in
+    it: SIG_DFL as a terminal leaves it (under a suite started with nohup it would inherit SIG_IGN,
+    which convbench keeps on purpose), SIG_IGN as nohup sets it."""
+    hang = backends.split(",")[-1]
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", "--backend", backends,
+                             "--results", path, "--timeout", "120"] + SMALL, cwd=REPO,
+                            env=_env("%s:hang_at_step=3" % hang, tag), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, sighup))
 
 
 @pytest.mark.parametrize("sig, backends, status", [
@@ -134,13 +140,8 @@ def test_parent_signalled_while_the_worker_hangs(tmp_path, fault_ledger, baselin
     path = str(tmp_path / "runs.jsonl")
     shutil.copy(baseline, path)
     before = _read(path)
-    hang = backends.split(",")[-1]
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--backend", backends,
-                             "--results", path, "--timeout", "120"] + SMALL, cwd=REPO,
-                            env=_env("%s:hang_at_step=3" % hang, tag), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True,
-                            preexec_fn=_hangup_as_a_terminal_gives_it)
+    proc = _start_hanging_run(path, backends, tag, signal.SIG_DFL)
     try:
         complete = len(backends.split(",")) - 1
         _wait_for_worker(proc, tag, path, lines=1 + complete)
@@ -164,14 +165,9 @@ def test_parent_signalled_while_the_worker_hangs(tmp_path, fault_ledger, baselin
 
 def test_a_run_under_nohup_outlives_a_hangup(tmp_path):
     """Started with SIGHUP ignored (nohup), convbench keeps ignoring it: a closing terminal does not
-    stop the run; SIGTERM still does, keeping the records."""
-    path = str(tmp_path / "runs.jsonl")
+    stop the run; SIGTERM still does, and no worker is left."""
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--backend", "numpy",
-                             "--results", path, "--timeout", "120"] + SMALL, cwd=REPO,
-                            env=_env("numpy:hang_at_step=3", tag), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc = _start_hanging_run(str(tmp_path / "runs.jsonl"), "numpy", tag, signal.SIG_IGN)
     try:
         _wait_for_worker(proc, tag)
         os.kill(proc.pid, signal.SIGHUP)
